@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make test` and `make demo`.
+# Both create or refresh the local virtual environment (.venv) from pyproject.toml, pinned by
+# requirements/constraints.txt; when nothing changed the stamp file makes this a no-op.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: venv test test-fast demo bench clean
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "[make] installing percepta and its dependencies into $(VENV) (first time: a few minutes)"
+	@$(PIP) -c requirements/constraints.txt -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(BIN)/python -c "import percepta, torch, torchvision; torchvision.ops.nms" \
+		|| { echo "[make] installation check failed"; exit 1; }
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/percepta demo
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "# $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

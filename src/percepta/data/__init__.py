@@ -1,0 +1,1 @@
+"""Task-agnostic data plumbing and the real dataset formats (COCO, VOC, VG-SGG, IQA tables)."""

@@ -1,0 +1,1 @@
+"""Task-agnostic training engine: the loop, checkpoints, distributed setup and logging."""

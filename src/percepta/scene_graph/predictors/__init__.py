@@ -1,0 +1,1 @@
+"""percepta.scene_graph.predictors."""
