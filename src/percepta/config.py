@@ -45,7 +45,7 @@ class DataSection:
     """``data``: a training split and an optional validation split, each a dataset section."""
 
     root: str = "../shared/data"  # where real datasets live; relative paths resolve from the cwd
-    train: Any = field(default_factory=lambda: {"name": "coco"})
+    train: Any = None  # e.g. {name: coco, ann_file: ..., image_dir: ...}
     val: Any = None
 
 
@@ -65,12 +65,13 @@ class ExperimentConfig:
     evaluator: Any = None
 
 
-# (dotted path, registry) for sections whose schema is chosen by their ``name`` key.
-DYNAMIC_SECTIONS: list[tuple[str, Registry]] = [
-    ("model", MODELS),
-    ("data.train", DATASETS),
-    ("data.val", DATASETS),
-    ("evaluator", EVALUATORS),
+# (dotted path, registry, name used when the section is given without one) for sections whose
+# schema is chosen by their ``name`` key.
+DYNAMIC_SECTIONS: list[tuple[str, Registry, str]] = [
+    ("model", MODELS, "centernet"),
+    ("data.train", DATASETS, "coco"),
+    ("data.val", DATASETS, "coco"),
+    ("evaluator", EVALUATORS, "coco"),
 ]
 
 
@@ -126,19 +127,15 @@ def _schema_for(raw: DictConfig) -> DictConfig:
     """The structured schema with each dynamic section typed by its component's options."""
     import_all()
     schema = OmegaConf.structured(ExperimentConfig)
-    for path, registry in DYNAMIC_SECTIONS:
+    for path, registry, default_name in DYNAMIC_SECTIONS:
         default = OmegaConf.select(schema, path)
-        given = OmegaConf.select(raw, path, default=default) if _has(raw, path) else default
+        given = OmegaConf.select(raw, path) if _has(raw, path) else default
         if given is None:
             OmegaConf.update(schema, path, None, force_add=True)
             continue
         if not isinstance(given, (dict, DictConfig)):
             raise ConfigError(f"config section {path!r} must be a mapping with a 'name' key")
-        name = given.get("name") if given is not None else None
-        if name is None and default is not None:
-            name = default.get("name")
-        if name is None:
-            raise ConfigError(f"config section {path!r} needs a 'name' ({registry.kind} to use)")
+        name = given.get("name") or (default or {}).get("name") or default_name
         try:
             options = registry.options(str(name))
         except RegistryError as e:

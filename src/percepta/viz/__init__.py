@@ -1,1 +1,1 @@
-"""percepta.viz."""
+"""Pictures: boxes on images, scene graphs, plots, and the HTML run report."""

@@ -1,0 +1,121 @@
+"""``percepta train`` and ``percepta eval``: config -> components -> Trainer.
+
+Works the same under ``torchrun`` (``distributed.init_from_env`` picks up the process group);
+only rank 0 prints the final table and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from percepta import config as config_lib
+from percepta.engine.build import build_dataset, build_evaluator, build_model, model_options
+from percepta.errors import PerceptaError
+
+__all__ = ["prepare", "train", "evaluate_checkpoint", "cli_train", "cli_eval"]
+
+
+def _with_model_facts(cfg: DictConfig, dataset: Any) -> DictConfig:
+    """Write dataset-derived model options (class count, names) into the config itself, so the
+    config embedded in checkpoints rebuilds the model without the data."""
+    opts = model_options(cfg, dataset)
+    updates = {k: getattr(opts, k) for k in ("num_classes", "class_names") if hasattr(opts, k)}
+    if not updates:
+        return cfg
+    merged = OmegaConf.merge(cfg, {"model": updates})
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, Any]:
+    """Build ``(cfg, model, train_dataset, val_dataset, evaluator)`` from a config."""
+    train_ds = build_dataset(cfg, "train")
+    val_ds = build_dataset(cfg, "val")
+    cfg = _with_model_facts(cfg, train_ds if train_ds is not None else val_ds)
+    model = build_model(cfg)
+    if cfg.init_weights:
+        from percepta.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(cfg.init_weights)
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        if missing or unexpected:
+            print(f"init_weights: {len(missing)} missing and {len(unexpected)} unexpected keys "
+                  f"loading {cfg.init_weights}")
+    evaluator = build_evaluator(cfg, val_ds)
+    return cfg, model, train_ds, val_ds, evaluator
+
+
+def train(cfg: DictConfig, hooks: list | None = None, **trainer_kwargs: Any) -> dict:
+    """Train as configured; returns the final evaluation metrics ({} without evaluator)."""
+    from percepta.engine import distributed
+    from percepta.engine.trainer import Trainer
+
+    distributed.init_from_env()
+    torch.manual_seed(int(cfg.seed))
+    cfg, model, train_ds, val_ds, evaluator = prepare(cfg)
+    if train_ds is None:
+        raise PerceptaError("config has no data.train section: nothing to train on")
+    trainer = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
+                      hooks=hooks, **trainer_kwargs)
+    return trainer.fit()
+
+
+def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[dict, Any]:
+    """Evaluate a checkpoint on its config's validation split (with optional overrides)."""
+    from percepta.engine.checkpoint import load_checkpoint, load_model
+    from percepta.engine.trainer import Trainer
+
+    ckpt = load_checkpoint(path)
+    raw = OmegaConf.create(ckpt["config"])
+    if overrides:
+        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
+    cfg = config_lib.from_dict(OmegaConf.to_container(raw), source=f"config embedded in {path}")
+    val_ds = build_dataset(cfg, "val")
+    if val_ds is None:
+        raise PerceptaError(f"the config of {path} has no data.val section; set data.val.* overrides")
+    model = load_model(path, device="cpu", eval_mode=True)
+    evaluator = build_evaluator(cfg, val_ds)
+    if evaluator is None:
+        raise PerceptaError("the config has no evaluator section")
+    trainer = Trainer(cfg, model, None, val_dataset=val_ds, evaluator=evaluator)
+    return trainer.evaluate(), evaluator
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    path = args.config
+    if path and "=" in path and not path.endswith((".yaml", ".yml")):
+        overrides.insert(0, path)  # `percepta train key=value ...` without a yaml
+        path = None
+    cfg = config_lib.load(path, overrides)
+    train(cfg)
+    return 0
+
+
+def cli_eval(args: argparse.Namespace) -> int:
+    metrics, evaluator = evaluate_checkpoint(args.checkpoint, args.overrides)
+    if args.json:
+        print(json.dumps(_jsonable(metrics)))
+    elif hasattr(evaluator, "format_table"):
+        print(evaluator.format_table(metrics))
+    else:
+        print(json.dumps(_jsonable(metrics), indent=2))
+    return 0

@@ -1,0 +1,30 @@
+"""Shared test fixtures: paths to the read-only shared data and a registered toy model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PERCEPTA_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data_path(*parts: str) -> Path:
+    """A path inside ../shared/data; the test is skipped (with the reason) when it is absent."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared dataset not found at {p} (set PERCEPTA_SHARED_DATA)")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    """Keep tests predictable on small CI machines."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
