@@ -40,13 +40,9 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, Any]:
     cfg = _with_model_facts(cfg, train_ds if train_ds is not None else val_ds)
     model = build_model(cfg)
     if cfg.init_weights:
-        from percepta.engine.checkpoint import load_checkpoint
+        from percepta.engine.checkpoint import load_model_weights
 
-        ckpt = load_checkpoint(cfg.init_weights)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        if missing or unexpected:
-            print(f"init_weights: {len(missing)} missing and {len(unexpected)} unexpected keys "
-                  f"loading {cfg.init_weights}")
+        load_model_weights(model, cfg.init_weights, strict=False)
     evaluator = build_evaluator(cfg, val_ds)
     return cfg, model, train_ds, val_ds, evaluator
 
@@ -56,14 +52,17 @@ def train(cfg: DictConfig, hooks: list | None = None, **trainer_kwargs: Any) -> 
     from percepta.engine import distributed
     from percepta.engine.trainer import Trainer
 
-    distributed.init_from_env()
-    torch.manual_seed(int(cfg.seed))
-    cfg, model, train_ds, val_ds, evaluator = prepare(cfg)
-    if train_ds is None:
-        raise PerceptaError("config has no data.train section: nothing to train on")
-    trainer = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
-                      hooks=hooks, **trainer_kwargs)
-    return trainer.fit()
+    distributed.init_from_env(device=str(cfg.train.device))
+    try:
+        torch.manual_seed(int(cfg.seed))
+        cfg, model, train_ds, val_ds, evaluator = prepare(cfg)
+        if train_ds is None:
+            raise PerceptaError("config has no data.train section: nothing to train on")
+        trainer = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
+                          hooks=hooks, **trainer_kwargs)
+        return trainer.fit()
+    finally:
+        distributed.cleanup()
 
 
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[dict, Any]:

@@ -52,6 +52,7 @@ class TrainConfig:
     checkpoint_period: int = 500  # 0 = only at the end
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn benchmark
+    find_unused_parameters: bool = False  # DDP: allow parameters that get no gradient in a step
     progress: bool = True  # console progress bar
     tensorboard: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
