@@ -63,7 +63,8 @@ def cli_demo(args: argparse.Namespace) -> int:
     n_images = 160 if args.quick else 1000
 
     _say(1, f"built-in data -> {data_dir}")
-    generate_detection(data_dir, num_images=n_images, image_size=256, val_fraction=0.2, seed=0)
+    generate_detection(data_dir, num_images=n_images, image_size=256, val_fraction=0.2, seed=0,
+                       progress=True)
 
     _say(2, "checking the dataset")
     for split in ("train", "val"):
