@@ -1,13 +1,15 @@
 """CenterNet-R18 training step on CPU: share of target generation, images/s, loader headroom.
 
 Prints JSON lines:
-- ``train_step_targets``: ours = target-generation seconds per step, baseline = whole step,
-  ratio = share of the step (goal < 0.05).
-- ``train_step_throughput``: ours = step seconds, baseline = seconds per batch of images,
-  ratio = images/s of the training step.
+As everywhere in ``benchmarks/``, ``ratio = baseline / ours``.
+
+- ``train_step_targets``: ours = target-generation seconds per step, baseline = the whole step;
+  ``share = ours / baseline`` is the share of the step spent on targets (goal < 0.05).
+- ``train_step_throughput``: ours = baseline = seconds per step; ``images_per_s`` is the
+  training throughput.
 - ``train_loader_vs_model``: ours = loader seconds per batch (2 workers, augmentation on),
-  baseline = model step seconds per batch, ratio = baseline/ours = how many times faster the
-  loader is than the model (goal >= 3).
+  baseline = model step seconds per batch; ratio = how many times faster the loader delivers
+  batches than the model consumes them (goal >= 3).
 
 Usage: ``python benchmarks/bench_train_step.py [--quick] [--batch 16] [--size 256]``
 """
@@ -68,9 +70,10 @@ def main() -> None:
     m = machine()
     rows = [
         {"bench": "train_step_targets", "ours": parts["targets_s"], "baseline": step,
-         "ratio": parts["targets_s"] / step, "batch": batch, "size": args.size, "machine": m},
-        {"bench": "train_step_throughput", "ours": step, "baseline": step, "ratio": batch / step,
-         "unit": "ratio = images/s", "batch": batch, "size": args.size, "machine": m},
+         "ratio": step / parts["targets_s"], "share": parts["targets_s"] / step, "batch": batch,
+         "size": args.size, "machine": m},
+        {"bench": "train_step_throughput", "ours": step, "baseline": step, "ratio": 1.0,
+         "images_per_s": batch / step, "batch": batch, "size": args.size, "machine": m},
         {"bench": "train_loader_vs_model", "ours": loader_s, "baseline": step, "ratio": step / loader_s,
          "workers": args.workers, "batch": batch, "size": args.size, "machine": m},
     ]
