@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -91,8 +92,10 @@ def _jsonable(x: Any) -> Any:
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
+    if isinstance(x, (torch.Tensor, np.ndarray)):
         return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
