@@ -46,7 +46,7 @@ def test_train_writes_run_folder(tiny_run):
 def test_load_rebuilds_model_from_checkpoint_alone(tiny_run):
     root, _, _ = tiny_run
     model = percepta.load(str(root / "runs" / "tiny" / "checkpoints" / "last.pt"))
-    assert model.class_names == ["circle", "square", "triangle", "star", "hexagon", "cross"]
+    assert model.class_names == ["circle", "square", "triangle", "star", "arrow", "cross"]
     preds = model([torch.zeros(3, 50, 70, dtype=torch.uint8)])
     assert set(preds[0]) >= {"boxes", "scores", "labels"}
 

@@ -90,7 +90,7 @@ def test_class_frequency_is_long_tailed():
     share = counts / counts.sum()
     assert counts.sum() > 600
     assert list(np.argsort(-counts)[:2]) == [0, 1] and np.argmin(counts) == 5
-    assert share[0] > 4 * share[5]  # target 35 % vs 5 %
+    assert share[0] > 2.5 * share[5]  # target 30 % vs 8 %
     assert np.allclose(share, CLASS_FREQUENCIES, atol=0.06), share
 
 

@@ -72,6 +72,7 @@ class CenterNetConfig:
     wh_weight: float = 0.1
     off_weight: float = 1.0
     norm_wh: bool = False  # centerX: size L1 relative to the target's mean side
+    channels_last: bool = False  # NHWC activations: ~20% faster convolutions on CPU (oneDNN)
     score_threshold: float = 0.01
     top_k: int = 100
 
@@ -92,7 +93,8 @@ class CenterNet(nn.Module):
                  head_conv: int = 64, deform: bool = False, cat_spec_wh: bool = False,
                  radius_formula: str = "centerx", min_overlap: float = 0.3, max_objs: int = 128,
                  hm_weight: float = 1.0, wh_weight: float = 0.1, off_weight: float = 1.0,
-                 norm_wh: bool = False, score_threshold: float = 0.01, top_k: int = 100) -> None:
+                 norm_wh: bool = False, score_threshold: float = 0.01, top_k: int = 100,
+                 channels_last: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise PerceptaError(f"model.num_classes must be >= 1, got {num_classes}")
@@ -123,6 +125,9 @@ class CenterNet(nn.Module):
         self.hm_weight, self.wh_weight, self.off_weight = hm_weight, wh_weight, off_weight
         self.norm_wh = norm_wh
         self.score_threshold, self.top_k = score_threshold, top_k
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # ---------------------------------------------------------------- pieces the exporter reuses
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]
@@ -168,6 +173,8 @@ class CenterNet(nn.Module):
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw letterboxed ``[B,3,S,S]`` (0-255) -> ``heat`` (sigmoid), ``wh``, ``reg`` maps."""
         x = (x - self.pixel_mean) / self.pixel_std
+        if self.channels_last:  # same numbers, NHWC layout (a no-op in exported graphs)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.neck(self.backbone(x)))
 
     def postprocess(self, dets: torch.Tensor, scales: torch.Tensor,
@@ -267,7 +274,8 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         cat_spec_wh=cfg.cat_spec_wh, radius_formula=cfg.radius_formula,
         min_overlap=cfg.min_overlap, max_objs=cfg.max_objs, hm_weight=cfg.hm_weight,
         wh_weight=cfg.wh_weight, off_weight=cfg.off_weight, norm_wh=cfg.norm_wh,
-        score_threshold=cfg.score_threshold, top_k=cfg.top_k)
+        score_threshold=cfg.score_threshold, top_k=cfg.top_k,
+        channels_last=getattr(cfg, "channels_last", False))
     model.config = cfg
     return model
 

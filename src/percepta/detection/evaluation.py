@@ -39,6 +39,7 @@ from percepta.detection.coco_results import (
 )
 from percepta.detection.olrp import optimal_lrp
 from percepta.errors import DataError, NotAvailableError
+from percepta.jsonable import to_jsonable
 from percepta.registry import EVALUATORS
 
 __all__ = [
@@ -195,23 +196,11 @@ def format_table(metrics: dict[str, Any], per_class: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def metrics_to_json(metrics: dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
     """One JSON object (NaN -> null), optionally restricted to ``keys`` in that order."""
     if keys is not None:
         metrics = {k: metrics[k] for k in keys if k in metrics}
-    return json.dumps(_json_safe(metrics), allow_nan=False)
+    return json.dumps(to_jsonable(metrics), allow_nan=False)
 
 
 def cli_score(args: argparse.Namespace) -> int:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from percepta import config as config_lib
 from percepta.engine.build import build_dataset, build_evaluator, build_model, model_options
 from percepta.errors import PerceptaError
+from percepta.jsonable import to_jsonable
 
 __all__ = ["prepare", "train", "evaluate_checkpoint", "cli_train", "cli_eval"]
 
@@ -87,20 +86,6 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[
     return trainer.evaluate(), evaluator
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (torch.Tensor, np.ndarray)):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def cli_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     path = args.config
@@ -115,9 +100,9 @@ def cli_train(args: argparse.Namespace) -> int:
 def cli_eval(args: argparse.Namespace) -> int:
     metrics, evaluator = evaluate_checkpoint(args.checkpoint, args.overrides)
     if args.json:
-        print(json.dumps(_jsonable(metrics)))
+        print(json.dumps(to_jsonable(metrics)))
     elif hasattr(evaluator, "format_table"):
         print(evaluator.format_table(metrics))
     else:
-        print(json.dumps(_jsonable(metrics), indent=2))
+        print(json.dumps(to_jsonable(metrics), indent=2))
     return 0

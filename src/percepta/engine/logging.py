@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from percepta.jsonable import to_jsonable
+
 __all__ = ["MetricsLogger", "LossWindow", "scalar_items", "to_jsonable", "console",
            "truncate_jsonl"]
 
@@ -62,23 +64,6 @@ def scalar_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         if s is not None:
             out[name] = s
     return out
-
-
-def to_jsonable(value: Any) -> Any:
-    """Tensors/arrays to (nested) lists, non-finite floats to ``None``; for the eval json files."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return to_jsonable(value.detach().cpu().tolist())
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 class MetricsLogger:

@@ -52,6 +52,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from percepta.errors import DataError, PerceptaError
+from percepta.jsonable import to_jsonable
 from percepta.quality.logistic import FIT_KINDS, FitResult, curve, fit_logistic
 from percepta.registry import EVALUATORS
 
@@ -320,14 +321,6 @@ def format_table(result: Mapping[str, Any], higher_is_better: bool = True) -> st
     return "\n".join(lines)
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_json_safe(i) for i in v]
-    return v
-
-
 def cli_score(args: argparse.Namespace) -> int:
     """``percepta score quality --pred FILE --mos FILE [--lower-is-better] [--json] [--plot PNG]``.
 
@@ -374,7 +367,7 @@ def cli_score(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         keys = ["n", *METRIC_KEYS, "logistic4_params", "logistic5_params",
                 "logistic4_failed", "logistic5_failed"]
-        print(json.dumps({k: _json_safe(result[k]) for k in keys}))
+        print(json.dumps({k: to_jsonable(result[k]) for k in keys}))
     else:
         print(format_table(result, higher_is_better=higher))
         if getattr(args, "plot", None):

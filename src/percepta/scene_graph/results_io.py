@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from percepta.errors import DataError
+from percepta.jsonable import to_jsonable
 from percepta.scene_graph.matching import MODES, ImageData, as_array, check_boxes
 
 __all__ = [
@@ -307,19 +308,7 @@ def iter_images(records: Sequence[Mapping[str, Any]], *, mode: str, num_predicat
         yield img
 
 
-def jsonable(x: Any) -> Any:
-    """Nested result -> JSON-safe (NaN/inf -> null, numpy/torch scalars -> Python)."""
-    if isinstance(x, Mapping):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+jsonable = to_jsonable  # kept name: the CLI and tests use it
 
 
 def score_file(args: argparse.Namespace) -> int:
