@@ -131,7 +131,10 @@ def _predict_examples(ckpt: Path, image_dir: Path, out: Path, n: int) -> list[tu
     predictor, names = _load_predictor(str(ckpt), "cpu")
     items = []
     for path, image, pred in predict_files(predictor, files, batch_size=n, progress=False):
-        drawn = draw_detections(image, pred["boxes"], pred["labels"], pred["scores"], names, 0.3)
+        # small images are enlarged (nearest neighbour) so that the labels stay readable
+        f = max(1, 384 // max(image.shape[-2:]))
+        big = image.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+        drawn = draw_detections(big, pred["boxes"] * f, pred["labels"], pred["scores"], names, 0.3)
         p = save_png(drawn, out / f"{path.stem}.png")
         items.append((p, f"{path.name}: {int((pred['scores'] >= 0.3).sum())} boxes >= 0.3"))
     return items

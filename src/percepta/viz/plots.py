@@ -35,7 +35,7 @@ def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses
     """Plot every ``loss*`` series (and the total) against the iteration; ``None`` if no data."""
     train = [r for r in rows if "eval" not in r and "iteration" in r]
     keys = sorted({k for r in train for k, v in r.items()
-                   if k.startswith("loss") and isinstance(v, (int, float))})
+                   if (k.startswith("loss") or k == "total_loss") and isinstance(v, (int, float))})
     if not train or not keys:
         return None
     plt = _plt()
@@ -44,7 +44,7 @@ def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses
         pts = [(r["iteration"], r[k]) for r in train if isinstance(r.get(k), (int, float))]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=k, lw=1.4 if k == "loss" else 1.0)
+            ax.plot(xs, ys, label=k, lw=1.8 if k == "total_loss" else 1.0)
     ax.set_xlabel("iteration")
     ax.set_yscale("log")
     ax.set_title(title)
