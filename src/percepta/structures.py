@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 import torch
 from torchvision import tv_tensors
 
-__all__ = ["Target", "Prediction", "make_boxes", "make_target", "collate", "as_image_list"]
+__all__ = ["Target", "Prediction", "make_boxes", "make_target", "collate"]
 
 
 class Target(TypedDict, total=False):
@@ -65,17 +65,3 @@ def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
     """DataLoader collate: ``[(image, target), ...] -> ([images], [targets])`` (no padding)."""
     images, targets = zip(*batch) if batch else ((), ())
     return list(images), list(targets)
-
-
-def as_image_list(images: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
-    """Accept ``[B,3,H,W]`` or a list of ``[3,H,W]`` and return a list; checks the channel axis."""
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4:
-            raise ValueError(f"expected images of shape [B,3,H,W], got {tuple(images.shape)}")
-        images = list(images.unbind(0))
-    for i, im in enumerate(images):
-        if im.dim() != 3 or im.shape[0] != 3:
-            raise ValueError(f"image {i}: expected shape [3,H,W] (RGB), got {tuple(im.shape)}")
-    return list(images)
