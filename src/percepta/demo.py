@@ -124,11 +124,11 @@ def _export(ckpt: Path, out: Path) -> dict:
 
 
 def _predict_examples(ckpt: Path, image_dir: Path, out: Path, n: int) -> list[tuple[Path, str]]:
-    from percepta.detection.predict import _load_predictor, find_images, predict_files
+    from percepta.detection.predict import find_images, load_predictor, predict_files
     from percepta.viz.boxes import draw_detections, save_png
 
     files = find_images([image_dir])[:n]
-    predictor, names = _load_predictor(str(ckpt), "cpu")
+    predictor, names = load_predictor(str(ckpt), "cpu")
     items = []
     for path, image, pred in predict_files(predictor, files, batch_size=n, progress=False):
         # small images are enlarged (nearest neighbour) so that the labels stay readable

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from percepta.errors import PerceptaError
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "read_image", "predict_files", "cli_predict"]
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "read_image", "predict_files", "load_predictor",
+           "cli_predict"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -73,18 +74,18 @@ def predict_files(predictor: Callable[[list[torch.Tensor]], list[dict]], files: 
     return results
 
 
-def _load_predictor(path: str, device: str) -> tuple[Callable[[list[torch.Tensor]], list[dict]], list[str]]:
+def load_predictor(path: str, device: str) -> tuple[Callable[[list[torch.Tensor]], list[dict]], list[str]]:
     if path.endswith(".onnx"):
         from percepta.export.runtime import OnnxPredictor
 
         onnx_model = OnnxPredictor(path)
         return onnx_model, list(onnx_model.class_names)
-    import percepta
-    from percepta.engine.checkpoint import check_task, load_checkpoint
+    from percepta.engine.checkpoint import check_task, load_checkpoint, model_from_checkpoint
 
-    check_task(load_checkpoint(path), "detection")
+    ckpt = load_checkpoint(path)
+    check_task(ckpt, "detection")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model = percepta.load(path, device=dev)
+    model = model_from_checkpoint(ckpt, path, device=dev)
 
     def run(images: list[torch.Tensor]) -> list[dict]:
         return [{k: v.cpu() for k, v in p.items()} for p in model([im.to(dev) for im in images])]
@@ -98,7 +99,7 @@ def cli_predict(args: argparse.Namespace) -> int:
     files = find_images(args.images)
     if not files:
         raise PerceptaError(f"no image files found in {', '.join(args.images)}")
-    predictor, class_names = _load_predictor(args.checkpoint, args.device)
+    predictor, class_names = load_predictor(args.checkpoint, args.device)
     skipped: list[str] = []
     results = predict_files(predictor, files, args.batch_size,
                             on_error=lambda m: (skipped.append(m), print(m)))

@@ -170,16 +170,23 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     The EMA weights are used when the run kept an EMA. The config is attached to the model as
     ``model.percepta_config``.
     """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    return model_from_checkpoint(ckpt, path, device=device, eval_mode=eval_mode)
+
+
+def model_from_checkpoint(ckpt: dict, source: str | os.PathLike, cfg: Any = None,
+                          device: str | torch.device = "cpu", eval_mode: bool = True) -> nn.Module:
+    """Build the model of an already loaded checkpoint (``cfg``: its config, default embedded)."""
     from percepta.config import from_dict
     from percepta.engine.build import build_model
 
-    ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = from_dict(ckpt["config"], source=f"config embedded in {path}")
+    if cfg is None:
+        cfg = from_dict(ckpt["config"], source=f"config embedded in {source}")
     model = build_model(cfg)
     try:
         model.load_state_dict(model_state_from_checkpoint(ckpt))
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the model its config "
+        raise CheckpointError(f"checkpoint {source}: weights do not fit the model its config "
                               f"builds: {str(e).splitlines()[0]}") from None
     model.percepta_config = cfg  # type: ignore[attr-defined]
     model.to(device)

@@ -67,7 +67,7 @@ def train(cfg: DictConfig, hooks: list | None = None, **trainer_kwargs: Any) -> 
 
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[dict, Any]:
     """Evaluate a checkpoint on its config's validation split (with optional overrides)."""
-    from percepta.engine.checkpoint import load_checkpoint, load_model
+    from percepta.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from percepta.engine.trainer import Trainer
 
     ckpt = load_checkpoint(path)
@@ -78,7 +78,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[
     val_ds = build_dataset(cfg, "val")
     if val_ds is None:
         raise PerceptaError(f"the config of {path} has no data.val section; set data.val.* overrides")
-    model = load_model(path, device="cpu", eval_mode=True)
+    model = model_from_checkpoint(ckpt, path, cfg)
     evaluator = build_evaluator(cfg, val_ds)
     if evaluator is None:
         raise PerceptaError("the config has no evaluator section")
