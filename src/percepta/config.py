@@ -21,6 +21,7 @@ from omegaconf import errors as oc_errors
 
 from percepta.engine.options import TrainConfig
 from percepta.errors import PerceptaError
+from percepta.losses.distill import DistillConfig
 from percepta.registry import DATASETS, EVALUATORS, MODELS, Registry, RegistryError, import_all, suggest
 
 __all__ = [
@@ -63,6 +64,7 @@ class ExperimentConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluator: Any = None
+    distill: DistillConfig = field(default_factory=DistillConfig)  # teachers (detection only)
 
 
 # (dotted path, registry, name used when the section is given without one) for sections whose
@@ -109,18 +111,44 @@ def _read_chain(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
             candidate = Path(str(b))
         if not candidate.is_file():
             raise ConfigError(f"{path}: base config {b!r} not found (looked in {path.parent})")
-        merged = OmegaConf.merge(merged, _read_chain(candidate, (*seen, path)))
-    return OmegaConf.merge(merged, node)
+        merged = _layer(merged, _read_chain(candidate, (*seen, path)))
+    return _layer(merged, node)
+
+
+def _layer(lower: DictConfig, upper: DictConfig) -> DictConfig:
+    """Merge ``upper`` over ``lower`` (see :func:`_drop_switched`)."""
+    return OmegaConf.merge(_drop_switched(lower, upper), upper)
+
+
+def _drop_switched(lower: DictConfig, upper: DictConfig) -> DictConfig:
+    """``lower`` without the dynamic sections whose ``name`` ``upper`` changes (e.g.
+    ``data.train`` from ``coco`` to ``image_folder``): such a section is replaced, not merged,
+    since the old component's options mean nothing to the new one."""
+    lower = lower.copy()
+    for path, _registry, _default in DYNAMIC_SECTIONS:
+        if not (_has(lower, path) and _has(upper, path)):
+            continue
+        old, new = OmegaConf.select(lower, path), OmegaConf.select(upper, path)
+        if (isinstance(old, DictConfig) and isinstance(new, DictConfig) and "name" in new
+                and "name" in old and str(new.name) != str(old.name)):
+            parent, _, leaf = path.rpartition(".")
+            holder = OmegaConf.select(lower, parent) if parent else lower
+            holder.pop(leaf)
+    return lower
 
 
 def _parse_overrides(overrides: list[str]) -> DictConfig:
     for o in overrides:
         if "=" not in o or o.startswith("="):
             raise ConfigError(f"command-line override {o!r} is not of the form key=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except Exception as e:
-        raise ConfigError(f"cannot parse command-line overrides {overrides}: {e}") from None
+    merged = OmegaConf.create({})
+    for o in overrides:  # one by one, so a later override may switch a section's component
+        try:
+            node = OmegaConf.from_dotlist([o])
+        except Exception as e:
+            raise ConfigError(f"cannot parse command-line override {o!r}: {e}") from None
+        merged = _layer(merged, node)
+    return merged
 
 
 def _schema_for(raw: DictConfig) -> DictConfig:
@@ -188,6 +216,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
     overrides = list(overrides or [])
     file_node = _read_chain(Path(path)) if path else OmegaConf.create({})
     cli_node = _parse_overrides(overrides)
+    file_node = _drop_switched(file_node, cli_node)
     schema = _schema_for(OmegaConf.merge(file_node, cli_node))
     cfg = _merge(schema, file_node, f"in {path}" if path else "defaults")
     cfg = _merge(cfg, cli_node, "on the command line")

@@ -132,6 +132,7 @@ ALL_REGISTRIES = {"models": MODELS, "datasets": DATASETS, "evaluators": EVALUATO
 # order is predictable and a broken optional module shows up as a clear error.
 _COMPONENT_MODULES = (
     "percepta.data.coco",
+    "percepta.data.image_folder",
     "percepta.detection.centernet",
     "percepta.detection.evaluation",
     "percepta.losses.focal",

@@ -225,8 +225,24 @@ def test_loss_transform_replaces_the_sum(tmp_path):
     model, train_ds, _, _ = build(cfg)
     Trainer(cfg, model, train_ds, loss_transform=only_mse).fit()
     assert seen == [0, 1]
-    for r in _lines(tmp_path / "toy"):
-        assert r["total_loss"] == pytest.approx(2 * r["loss_mse"], rel=1e-6)
+    for r in _lines(tmp_path / "toy"):  # the optimised total is logged beside the raw sum
+        assert r["optimized_loss"] == pytest.approx(2 * r["loss_mse"], rel=1e-6)
+        raw = sum(v for k, v in r.items() if k.startswith("loss"))
+        assert r["total_loss"] == pytest.approx(raw, rel=1e-6)
+
+
+def test_fixed_value_balance_from_config_pins_the_optimised_total(tmp_path):
+    cfg = make_cfg(tmp_path, ["train.max_iters=3", "train.log_period=1",
+                              "train.loss_balance.enabled=true",
+                              "train.loss_balance.default_target=0.25"])
+    model, train_ds, _, _ = build(cfg)
+    trainer = Trainer(cfg, model, train_ds)
+    trainer.fit()
+    rows = _lines(tmp_path / "toy")
+    terms = [k for k in rows[0] if k.startswith("loss")]
+    for r in rows:  # every (unmatched) term pinned to 0.25; raw terms logged unchanged
+        assert r["optimized_loss"] == pytest.approx(0.25 * len(terms), rel=1e-5)
+        assert r["total_loss"] == pytest.approx(sum(r[k] for k in terms), rel=1e-6)
 
 
 def test_resume_without_checkpoint_starts_fresh_with_notice(tmp_path, capsys):

@@ -65,11 +65,13 @@ def _check_path(pretrained: bool, path: str, name: str) -> None:
         raise PerceptaError(f"model.pretrained_path: weights file not found: {path}")
 
 
-def _timm_backbone(name: str, pretrained: bool, path: str) -> Backbone:
+def _timm_backbone(name: str, pretrained: bool, path: str, output_stride: int) -> Backbone:
     if not timm.is_model(name):
         names = timm.list_models()
         raise PerceptaError(f"model.backbone: unknown timm model {name!r}.{suggest(name, names)}")
     kwargs: dict = {"features_only": True, "out_indices": (-1,)}
+    if output_stride != 32:
+        kwargs["output_stride"] = output_stride
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(path)}
     try:
@@ -98,8 +100,11 @@ def _check_coverage(body: nn.Module, path: str, name: str) -> None:
             f"{len(missing)} of {len(wanted)} backbone tensors missing (e.g. {missing[:3]})")
 
 
-def _torchvision_backbone(name: str, pretrained: bool, path: str) -> Backbone:
+def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride: int) -> Backbone:
     arch = name[len(_TV_PREFIX):]
+    if output_stride != 32:
+        raise PerceptaError(f"model.output_stride={output_stride}: torchvision backbones support "
+                            "only 32; use the timm backbone of the same name for dilation")
     if arch not in _TV_RESNETS:
         raise PerceptaError(f"model.backbone: unsupported torchvision backbone {arch!r}."
                             f"{suggest(arch, _TV_RESNETS)} Supported: {', '.join(_TV_RESNETS)}")
@@ -125,7 +130,8 @@ def _torchvision_backbone(name: str, pretrained: bool, path: str) -> Backbone:
     return Backbone(body, channels, 32, name)
 
 
-def build_backbone(name: str, pretrained: bool = False, pretrained_path: str = "") -> Backbone:
+def build_backbone(name: str, pretrained: bool = False, pretrained_path: str = "",
+                   output_stride: int = 32) -> Backbone:
     """Build a last-stage feature backbone by name (see module docstring).
 
     Args:
@@ -133,8 +139,13 @@ def build_backbone(name: str, pretrained: bool = False, pretrained_path: str = "
             ``"torchvision:resnet18|34|50|101|152"``.
         pretrained: load weights from ``pretrained_path``.
         pretrained_path: local weights file (required with ``pretrained``).
+        output_stride: 32 (plain), or 16/8 for timm models: the last stage(s) keep the
+            resolution and dilate instead (timm's ``output_stride``), so small inputs still
+            have a usable last feature map (4x4 -> 8x8 at 128 px with 16).
     """
+    if output_stride not in (8, 16, 32):
+        raise PerceptaError(f"model.output_stride must be 8, 16 or 32, got {output_stride}")
     _check_path(pretrained, pretrained_path, name)
     if name.startswith(_TV_PREFIX):
-        return _torchvision_backbone(name, pretrained, pretrained_path)
-    return _timm_backbone(name, pretrained, pretrained_path)
+        return _torchvision_backbone(name, pretrained, pretrained_path, output_stride)
+    return _timm_backbone(name, pretrained, pretrained_path, output_stride)

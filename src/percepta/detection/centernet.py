@@ -9,7 +9,8 @@ Model contract (torchvision style):
 
 * ``model(images, targets)`` in training mode -> ``{"loss_heatmap", "loss_wh", "loss_offset"}``
   (already multiplied by ``hm_weight``/``wh_weight``/``off_weight``) plus ``"num_objects"``
-  (logged, not a loss).
+  (logged, not a loss); with an attached distiller (:mod:`.distill`) also the
+  ``loss_kd_*_<teacher>`` terms, or only those when distilling without labels.
 * ``model(images)`` in eval mode -> one dict per image: ``boxes [K,4]`` XYXY, ``scores [K]``,
   ``labels [K]`` (int64, 0..C-1) in original-image pixels, ``scores > score_threshold``,
   ``K <= top_k``.
@@ -58,6 +59,7 @@ class CenterNetConfig:
     backbone: str = "resnet18"  # timm name, or "torchvision:resnet18|34|50|101|152"
     pretrained: bool = False  # load backbone weights from pretrained_path (never downloads)
     pretrained_path: str = ""  # local weights file for the backbone
+    output_stride: int = 32  # 16/8: dilated last stage(s) (timm backbones); use one neck stage less per halving
     num_classes: int = 0  # 0 = taken from the dataset
     class_names: list[str] = field(default_factory=list)  # [] = taken from the dataset
     input_size: int = 512  # square letterbox canvas, a multiple of the backbone stride (32)
@@ -126,6 +128,7 @@ class CenterNet(nn.Module):
         self.norm_wh = norm_wh
         self.score_threshold, self.top_k = score_threshold, top_k
         self.channels_last = bool(channels_last)
+        self.distiller: Any = None  # a percepta.detection.distill.Distiller adds KD terms in training
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -249,10 +252,15 @@ class CenterNet(nn.Module):
         batch, scales, sizes = self.preprocess(images)
         out = self.forward_heads(batch)
         if self.training:
+            kd = self.distiller
+            if kd is not None and kd.without_labels:  # label-free distillation: KD terms only
+                return kd(batch, out)
             if targets is None:
                 raise DataError("CenterNet in training mode needs targets (model.eval() to predict)")
             tg = self.make_targets(targets, scales, tuple(out["heat"].shape[-2:]))
             losses = self.compute_losses(out, tg)
+            if kd is not None:
+                losses.update(kd(batch, out))
             losses["num_objects"] = torch.tensor(float(tg["num_objects"]), device=batch.device)
             return losses
         dets = decode(out["heat"], out["wh"].float(), out["reg"].float(), k=self.top_k,
@@ -267,7 +275,8 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         raise PerceptaError(
             f"model.num_classes must be >= 1 (got {cfg.num_classes}); it is filled from the "
             "dataset's classes when the model is built together with a dataset")
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_path)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_path,
+                              getattr(cfg, "output_stride", 32))
     model = CenterNet(
         backbone, cfg.num_classes, list(cfg.class_names), input_size=cfg.input_size,
         neck_channels=list(cfg.neck_channels), head_conv=cfg.head_conv, deform=cfg.deform,

@@ -35,6 +35,9 @@ def model_options(cfg: DictConfig, dataset: Any | None = None) -> Any:
             updates["class_names"] = names
         if updates:
             opts = dataclasses.replace(opts, **updates)
+    if (dataclasses.is_dataclass(opts) and getattr(opts, "num_classes", None) == 0
+            and getattr(opts, "class_names", None)):
+        opts = dataclasses.replace(opts, num_classes=len(opts.class_names))
     return opts
 
 

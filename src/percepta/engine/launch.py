@@ -33,16 +33,56 @@ def _with_model_facts(cfg: DictConfig, dataset: Any) -> DictConfig:
     return merged
 
 
+def _load_teachers(cfg: DictConfig, train_ds: Any, val_ds: Any) -> tuple[DictConfig, list]:
+    """Load the ``distill`` teachers (before the model: a label-free student takes its class
+    names from the validation data, else from the teachers) and check that the training data
+    fits the distillation mode."""
+    if not cfg.distill.teachers:
+        return cfg, []
+    from percepta.detection.distill import describe, load_teachers, student_class_names
+
+    if cfg.task != "detection":
+        raise PerceptaError(f"distill.teachers is for detection runs; this is a {cfg.task!r} run")
+    teachers = load_teachers(config_lib.section_object(cfg.distill))
+    labelled = train_ds is None or bool(getattr(train_ds, "class_names", None))
+    if not labelled and not cfg.distill.without_labels:
+        raise PerceptaError(f"data.train ({cfg.data.train.name}) has no labels: set "
+                            "distill.without_labels=true to train on the teachers' outputs alone")
+    if not labelled and not cfg.model.get("class_names"):
+        names = list(getattr(val_ds, "class_names", None) or student_class_names(teachers))
+        merged = OmegaConf.merge(cfg, {"model": {"class_names": names, "num_classes": len(names)}})
+        OmegaConf.set_readonly(merged, True)
+        cfg = merged
+    print(describe(teachers), flush=True)
+    return cfg, teachers
+
+
+def _check_val_classes(cfg: DictConfig, val_ds: Any) -> None:
+    """Model labels index the validation set's classes: refuse a silent misalignment."""
+    model_names = list(cfg.model.get("class_names") or []) if "model" in cfg else []
+    val_names = list(getattr(val_ds, "class_names", None) or [])
+    if model_names and val_names and model_names != val_names:
+        raise PerceptaError(f"the model's classes {model_names} differ from data.val's classes "
+                            f"{val_names} (names and order must match for evaluation)")
+
+
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, Any]:
-    """Build ``(cfg, model, train_dataset, val_dataset, evaluator)`` from a config."""
+    """Build ``(cfg, model, train_dataset, val_dataset, evaluator)`` from a config; with
+    ``distill.teachers`` the teachers are loaded and attached to the model."""
     train_ds = build_dataset(cfg, "train")
     val_ds = build_dataset(cfg, "val")
+    cfg, teachers = _load_teachers(cfg, train_ds, val_ds)
     cfg = _with_model_facts(cfg, train_ds if train_ds is not None else val_ds)
+    _check_val_classes(cfg, val_ds)
     model = build_model(cfg)
     if cfg.init_weights:
         from percepta.engine.checkpoint import load_model_weights
 
         load_model_weights(model, cfg.init_weights, strict=False)
+    if teachers:
+        from percepta.detection.distill import attach_distiller
+
+        attach_distiller(model, teachers, bool(cfg.distill.without_labels))
     evaluator = build_evaluator(cfg, val_ds)
     return cfg, model, train_ds, val_ds, evaluator
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from percepta.losses.balance import LossBalanceConfig
+
 
 @dataclass
 class OptimizerConfig:
@@ -57,3 +59,4 @@ class TrainConfig:
     tensorboard: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss_balance: LossBalanceConfig = field(default_factory=LossBalanceConfig)

@@ -39,6 +39,7 @@ from percepta.engine.distributed import move_to_device, resolve_device, set_seed
 from percepta.engine.logging import LossWindow, MetricsLogger, console, scalar_items, truncate_jsonl
 from percepta.engine.optim import build_optimizer, build_scheduler
 from percepta.errors import CheckpointError, DataError, PerceptaError
+from percepta.losses.balance import FixedValueBalance
 from percepta.structures import collate
 
 __all__ = ["Trainer", "TrainingError", "set_seed", "resolve_device", "move_to_device",
@@ -90,7 +91,10 @@ class Trainer:
         run_dir: defaults to ``<cfg.output_dir>/<cfg.name>``.
         collate_fn: DataLoader collate (default :func:`percepta.structures.collate`).
         hooks: objects with optional ``before_train``/``after_step``/``after_eval``/``after_train``.
-        loss_transform: ``(loss_dict, trainer) -> total loss``; default :func:`sum_losses`.
+        loss_transform: ``(loss_dict, trainer) -> total loss``; default :func:`sum_losses`, or
+            :class:`~percepta.losses.balance.FixedValueBalance` with ``train.loss_balance``.
+            With a transform the logs keep the raw terms and their sum as ``total_loss`` and add
+            the optimised total as ``optimized_loss``.
     """
 
     def __init__(self, cfg: DictConfig, model: nn.Module, train_dataset: Dataset,
@@ -117,6 +121,8 @@ class Trainer:
         self.train_dataset, self.val_dataset, self.evaluator = train_dataset, val_dataset, evaluator
         self.collate_fn = collate_fn
         self.hooks = list(hooks or [])
+        if loss_transform is None and tc.loss_balance.enabled:
+            loss_transform = FixedValueBalance.from_config(tc.loss_balance)
         self.loss_transform = loss_transform or sum_losses
         self.batches_per_epoch = 1  # no training data: an evaluation-only trainer
         if train_dataset is not None:
@@ -408,6 +414,14 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             self.nonfinite_in_row = 0
+            if self.loss_transform is not sum_losses:
+                # log the raw terms and their sum (a term the transform left out for being
+                # non-finite is not logged) plus the total that was optimised
+                loss_dict = {k: v for k, v in loss_dict.items()
+                             if not (isinstance(v, torch.Tensor) and v.is_floating_point()
+                                     and not bool(torch.isfinite(v.detach()).all()))}
+                loss_dict["optimized_loss"] = total.detach()
+                total = sum_losses(loss_dict)
             self.window.add({**loss_dict, "total_loss": total,
                              **({"grad_norm": grad_norm} if grad_norm is not None else {})})
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["read_metrics", "plot_losses", "plot_eval"]
+__all__ = ["read_metrics", "plot_losses", "plot_eval", "plot_compare"]
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -74,6 +74,42 @@ def plot_eval(rows: list[dict], keys: list[str], out: str | Path, title: str = "
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_compare(runs: dict[str, list[dict]], key: str, out: str | Path, title: str = "",
+                 from_eval: bool = False, log: bool = False) -> Path | None:
+    """One metric of several runs on one axis: ``runs`` maps a label to its ``metrics.jsonl``
+    rows; ``key`` is a training scalar (e.g. ``total_loss``) or, with ``from_eval``, an
+    evaluation metric (e.g. ``AP50``). ``None`` when no run has the metric."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=110)
+    drawn = 0
+    for label, rows in runs.items():
+        if from_eval:
+            pts = [(r["iteration"], r["eval"][key]) for r in rows
+                   if isinstance(r.get("eval"), dict) and isinstance(r["eval"].get(key), (int, float))]
+        else:
+            pts = [(r["iteration"], r[key]) for r in rows
+                   if "eval" not in r and isinstance(r.get(key), (int, float))]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if from_eval else None, label=label, lw=1.2)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(key)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title or key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
     return Path(out)

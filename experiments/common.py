@@ -1,0 +1,126 @@
+"""Helpers shared by the experiment scripts: run configs (resuming unfinished runs, reusing
+finished ones), collect their final metrics, and write a comparison report.
+
+Everything goes through percepta's public pieces (config.load, engine.launch.train, the
+evaluator, viz), exactly as ``percepta train`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from percepta import config as config_lib
+from percepta.data.synthetic.detection import generate_detection
+from percepta.demo import DEMO_DATA, find_config
+from percepta.engine import launch
+from percepta.engine.checkpoint import load_checkpoint
+from percepta.engine.trainer import TrainingError
+from percepta.jsonable import to_jsonable
+
+DATA = Path("data/builtin")
+
+
+def builtin_data(root: Path = DATA) -> Path:
+    """The demo's built-in detection data (generated once; reused when already there)."""
+    generate_detection(root, **DEMO_DATA, progress=True)
+    return root
+
+
+def machine() -> dict[str, Any]:
+    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def run(config: str, name: str, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+    """Train ``config`` as run ``name`` (with ``overrides``) unless a finished run of the same
+    config exists; an interrupted one is resumed. Returns ``{"metrics", "per_class",
+    "train_seconds", "run_dir"}``, also written to ``runs/<name>/final_metrics.json``."""
+    cfg = config_lib.load(find_config(config), [f"name={name}", *overrides])
+    run_dir = Path(cfg.output_dir) / name
+    final = run_dir / "final_metrics.json"
+    last = run_dir / "checkpoints" / "last.pt"
+    wanted = config_lib.to_dict(cfg)
+    if not force and final.is_file() and last.is_file():
+        done = json.loads(final.read_text())
+        if done.get("config") == to_jsonable(wanted):
+            print(f"[experiment] {name}: finished run found, reusing {final}", flush=True)
+            return done
+    if not force and last.is_file():
+        ckpt = load_checkpoint(last)
+        if ckpt.get("config") == wanted and int(ckpt.get("iteration", 0)) < int(cfg.train.max_iters):
+            print(f"[experiment] {name}: resuming at iteration {ckpt['iteration']}", flush=True)
+            cfg = config_lib.load(find_config(config), [f"name={name}", *overrides, "resume=true"])
+    print(f"\n[experiment] training {name} ({config} {' '.join(overrides)})", flush=True)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        metrics = launch.train(cfg)
+    except TrainingError as e:  # e.g. a diverged run: recorded, not fatal to the experiment
+        print(f"[experiment] {name} stopped: {e}", flush=True)
+        metrics, error = {}, str(e)
+    seconds = time.perf_counter() - t0
+    result = {
+        "metrics": {k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, (list, dict))},
+        "per_class": to_jsonable(metrics.get("per_class", [])),
+        "train_seconds": round(seconds, 1),
+        "run_dir": str(run_dir),
+        "config": to_jsonable(wanted),
+        "error": error,
+    }
+    final.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def class_metric(result: dict[str, Any], class_name: str, key: str = "AP") -> float:
+    """A per-class metric of a run's final evaluation (NaN when the class is absent)."""
+    for row in result.get("per_class", []):
+        if row.get("name") == class_name:
+            v = row.get(key)
+            return float(v) if v is not None else float("nan")
+    return float("nan")
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_summary(out_dir: Path, title: str, table_header: list[str], table_rows: list[list[Any]],
+                  payload: dict[str, Any], curves: list[tuple[str, dict[str, str], bool]] = (),
+                  notes: list[str] = ()) -> Path:
+    """Write ``summary.json``, ``summary.md`` and ``report.html`` (table + overlaid curves).
+
+    ``curves``: ``(metric key, {label: run_dir}, from_eval)`` per plot.
+    """
+    from percepta.viz.plots import plot_compare, read_metrics
+    from percepta.viz.report import Report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = markdown_table(table_header, table_rows)
+    (out_dir / "summary.md").write_text(f"# {title}\n\n{md}\n\n" + "\n".join(notes) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(
+        {"title": title, "machine": machine(), **to_jsonable(payload)}, indent=2))
+    rep = Report(title=title, subtitle=f"machine: {machine()}")
+    rep.table(table_header, table_rows)
+    for n in notes:
+        rep.paragraph(n, "note")
+    for key, runs, from_eval in curves:
+        rows = {label: read_metrics(Path(d) / "metrics.jsonl") for label, d in runs.items()}
+        png = plot_compare(rows, key, out_dir / f"{key}{'_eval' if from_eval else ''}.png",
+                           title=f"{key} per iteration", from_eval=from_eval,
+                           log=not from_eval and "loss" in key)
+        if png is not None:
+            rep.image(png, key)
+    path = rep.write(out_dir / "report.html")
+    print(f"\n{title}\n{md}\n\nwrote {out_dir / 'summary.md'}, {path}", flush=True)
+    return path
