@@ -88,7 +88,9 @@ def class_metric(result: dict[str, Any], class_name: str, key: str = "AP") -> fl
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "-" if v != v else f"{v:.3f}"
+        return "-" if v is None else str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
@@ -97,7 +99,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def write_summary(out_dir: Path, title: str, table_header: list[str], table_rows: list[list[Any]],
                   payload: dict[str, Any], curves: list[tuple[str, dict[str, str], bool]] = (),
-                  notes: list[str] = ()) -> Path:
+                  notes: list[str] = (), gallery: list[tuple[Path, str]] = ()) -> Path:
     """Write ``summary.json``, ``summary.md`` and ``report.html`` (table + overlaid curves).
 
     ``curves``: ``(metric key, {label: run_dir}, from_eval)`` per plot.
@@ -121,6 +123,9 @@ def write_summary(out_dir: Path, title: str, table_header: list[str], table_rows
                            log=not from_eval and "loss" in key)
         if png is not None:
             rep.image(png, key)
+    if gallery:
+        rep.heading("Example predictions")
+        rep.gallery(gallery)
     path = rep.write(out_dir / "report.html")
     print(f"\n{title}\n{md}\n\nwrote {out_dir / 'summary.md'}, {path}", flush=True)
     return path

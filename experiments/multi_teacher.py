@@ -85,11 +85,15 @@ def main() -> int:
     notes.append("AP/AP50 per class on the same 400 validation images (every circle and square "
                  "labelled); teachers are evaluated on their own class only. Same recipe and "
                  "number of iterations for all four runs.")
-    runs = {labels[k]: r["run_dir"] for k, r in res.items()}
-    write_summary(Path("runs/multi_teacher"), "Multi-teacher distillation (built-in data)",
+    from percepta.demo import predict_examples
+
+    out = Path("runs/multi_teacher")
+    student_ckpt = Path(res["student"]["run_dir"]) / "checkpoints" / "last.pt"
+    examples = predict_examples(student_ckpt, data / "val", out / "student_predictions", n=8)
+    write_summary(out, "Multi-teacher distillation (built-in data)",
                   ["run", f"AP {A}", f"AP50 {A}", f"AP {B}", f"AP50 {B}", "train s"], rows,
-                  {"results": res, "comparison": student_vs},
-                  curves=[("total_loss", runs, False)], notes=notes)
+                  {"results": res, "comparison": student_vs}, notes=notes,
+                  gallery=[(p, f"student: {c}") for p, c in examples])
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 from percepta import config as config_lib
 from percepta.errors import PerceptaError
 
-__all__ = ["find_config", "cli_demo", "DEMO_CONFIG"]
+__all__ = ["find_config", "cli_demo", "predict_examples", "DEMO_CONFIG"]
 
 DEMO_CONFIG = "configs/detection/centernet_r18_builtin.yaml"
 # The built-in data the demo trains on: 128 px images (objects 16-55 px), 3,600 train / 400 val.
@@ -93,7 +93,7 @@ def cli_demo(args: argparse.Namespace) -> int:
     export_info = _export(ckpt, out)
 
     _say(6, "predictions on held-out images")
-    examples = _predict_examples(ckpt, data_dir / "val", out / "predictions", n=8)
+    examples = predict_examples(ckpt, data_dir / "val", out / "predictions", n=8)
 
     _say(7, "writing metrics.json and report.html")
     result = {
@@ -123,7 +123,9 @@ def _export(ckpt: Path, out: Path) -> dict:
     return info
 
 
-def _predict_examples(ckpt: Path, image_dir: Path, out: Path, n: int) -> list[tuple[Path, str]]:
+def predict_examples(ckpt: Path, image_dir: Path, out: Path, n: int) -> list[tuple[Path, str]]:
+    """Predict on the first ``n`` images of ``image_dir`` and save them with boxes drawn
+    (small images enlarged); returns ``(png, caption)`` pairs for a report gallery."""
     from percepta.detection.predict import find_images, load_predictor, predict_files
     from percepta.viz.boxes import draw_detections, save_png
 

@@ -273,3 +273,20 @@ def test_overfits_two_images_and_predicts_in_original_pixels() -> None:
         assert box_iou(top, gt[match]).diagonal().min() > 0.3
     # scale-equivariance of the mapping back: big image predictions ~ 2 x small predictions
     assert (big[0]["boxes"][:2] - 2 * small[0]["boxes"][:2]).abs().max() < 4.0
+
+
+def test_dilated_backbone_keeps_stride_four_with_fewer_neck_stages() -> None:
+    """output_stride=16 (timm dilation): an 8x8 last map at 128 px, two neck stages -> stride 4."""
+    bb = build_backbone("resnet18", output_stride=16)
+    assert bb.stride == 16 and bb(torch.zeros(1, 3, 128, 128)).shape[-2:] == (8, 8)
+    cfg = CenterNetConfig(num_classes=2, input_size=128, output_stride=16, neck_channels=[16, 16],
+                          head_conv=8)
+    model = build_centernet(cfg).eval()
+    assert model.stride == 4
+    assert model.forward_heads(torch.zeros(1, 3, 128, 128))["heat"].shape == (1, 2, 32, 32)
+    with pytest.raises(PerceptaError, match="not divisible"):  # 5 stages: 16 / 32
+        build_centernet(dataclasses.replace(cfg, neck_channels=[16] * 5))
+    with pytest.raises(PerceptaError, match="output_stride must be 8, 16 or 32"):
+        build_backbone("resnet18", output_stride=12)
+    with pytest.raises(PerceptaError, match="torchvision backbones support only 32"):
+        build_backbone("torchvision:resnet18", output_stride=16)

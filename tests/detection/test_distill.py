@@ -133,7 +133,8 @@ def test_teacher_with_other_input_size_but_same_grid_gets_resized_images():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_distillation_with_labels_trains_and_logs_kd_terms(teacher_run):
+def test_self_distillation_with_labels_trains_and_logs_kd_terms(teacher_run):
+    """Teacher = the same (tiny) architecture: self-distillation, KD terms added to GT terms."""
     root, data, teacher = teacher_run
     cfg = _student_cfg(root, data, "kd", [f"distill.teachers=[{{checkpoint: {teacher}}}]"])
     cfg, model, *_ = prepare(cfg)
@@ -221,4 +222,13 @@ def test_empty_unlabelled_folder_is_refused(teacher_run, tmp_path):
         f"distill.teachers=[{{checkpoint: {teacher}}}]", "distill.without_labels=true",
         f"data.train={{name: image_folder, path: {tmp_path / 'empty'}}}"])
     with pytest.raises(PerceptaError, match=r"empty.*holds no images"):
+        prepare(cfg)
+
+
+def test_model_classes_that_differ_from_the_validation_classes_are_refused(teacher_run):
+    """Labels index data.val's classes: a reordered model.class_names would score silently wrong."""
+    root, data, _ = teacher_run
+    cfg = _student_cfg(root, data, "x", [f"model.class_names={list(reversed(NAMES))}",
+                                         "data.train=null"])
+    with pytest.raises(PerceptaError, match=r"differ from data.val's classes"):
         prepare(cfg)

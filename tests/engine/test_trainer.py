@@ -291,3 +291,15 @@ def test_evaluation_only_trainer(tmp_path, capsys):
     with pytest.raises(TrainingError, match="no training dataset"):
         trainer.fit()
     assert Trainer(cfg, ToyModel(), None).evaluate() == {}
+
+
+def test_fresh_run_in_an_old_run_folder_keeps_the_old_log_aside(tmp_path):
+    cfg = make_cfg(tmp_path, ["train.max_iters=2", "train.log_period=1"])
+    model, train_ds, _, _ = build(cfg)
+    Trainer(cfg, model, train_ds).fit()
+    first = (tmp_path / "toy" / "metrics.jsonl").read_text()
+    model, train_ds, _, _ = build(cfg)
+    Trainer(cfg, model, train_ds).fit()  # not resume: a new run, its own log
+    assert (tmp_path / "toy" / "metrics.prev.jsonl").read_text() == first
+    iters = [r["iteration"] for r in _lines(tmp_path / "toy") if "total_loss" in r]
+    assert iters == [1, 2]

@@ -53,7 +53,10 @@ def _load_teachers(cfg: DictConfig, train_ds: Any, val_ds: Any) -> tuple[DictCon
         merged = OmegaConf.merge(cfg, {"model": {"class_names": names, "num_classes": len(names)}})
         OmegaConf.set_readonly(merged, True)
         cfg = merged
-    print(describe(teachers), flush=True)
+    from percepta.engine import distributed
+
+    if distributed.info().is_main:
+        print(describe(teachers), flush=True)
     return cfg, teachers
 
 

@@ -188,8 +188,12 @@ class Trainer:
         self.resume_or_load()
         if self.is_main:
             pconfig.save(self.cfg, self.run_dir / "config.yaml")
+            log = self.run_dir / "metrics.jsonl"
             if self._resumed:
-                truncate_jsonl(self.run_dir / "metrics.jsonl", self.iteration)
+                truncate_jsonl(log, self.iteration)
+            elif log.is_file() and log.stat().st_size:  # a fresh run in an old run folder
+                log.replace(log.with_name("metrics.prev.jsonl"))
+                console(f"[percepta] note: {log} of an earlier run moved to metrics.prev.jsonl")
         self.logger = MetricsLogger(self.run_dir, enabled=self.is_main,
                                     tensorboard=bool(self.tc.tensorboard),
                                     purge_step=self.iteration if self._resumed else None)

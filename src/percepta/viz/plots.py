@@ -31,6 +31,19 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, ax, title: str, out: str | Path) -> Path:
+    """Common finish of the iteration plots: labels, grid, legend, write, close."""
+    ax.set_xlabel("iteration")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)
+
+
 def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses") -> Path | None:
     """Plot every ``loss*`` series (and the total) against the iteration; ``None`` if no data."""
     train = [r for r in rows if "eval" not in r and "iteration" in r]
@@ -45,16 +58,8 @@ def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, label=k, lw=1.8 if k == "total_loss" else 1.0)
-    ax.set_xlabel("iteration")
     ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, ax, title, out)
 
 
 def plot_eval(rows: list[dict], keys: list[str], out: str | Path, title: str = "evaluation") -> Path | None:
@@ -69,14 +74,7 @@ def plot_eval(rows: list[dict], keys: list[str], out: str | Path, title: str = "
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o", label=k)
-    ax.set_xlabel("iteration")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, ax, title, out)
 
 
 def plot_compare(runs: dict[str, list[dict]], key: str, out: str | Path, title: str = "",
@@ -101,15 +99,7 @@ def plot_compare(runs: dict[str, list[dict]], key: str, out: str | Path, title: 
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("iteration")
     ax.set_ylabel(key)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title or key)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, ax, title or key, out)
