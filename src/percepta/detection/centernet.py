@@ -62,7 +62,7 @@ class CenterNetConfig:
     output_stride: int = 32  # 16/8: dilated last stage(s) (timm backbones); use one neck stage less per halving
     num_classes: int = 0  # 0 = taken from the dataset
     class_names: list[str] = field(default_factory=list)  # [] = taken from the dataset
-    input_size: int = 512  # square letterbox canvas, a multiple of the backbone stride (32)
+    input_size: int = 512  # square letterbox canvas, a multiple of the backbone stride (32, or output_stride)
     neck_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
     head_conv: int = 64
     deform: bool = False  # modulated deformable 3x3 convs in the neck (not ONNX-exportable)

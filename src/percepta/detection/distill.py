@@ -44,7 +44,7 @@ from percepta.losses.distill import (
 )
 
 __all__ = ["DistillationError", "Teacher", "Distiller", "load_teachers", "attach_distiller",
-           "student_class_names"]
+           "student_class_names", "describe"]
 
 
 class DistillationError(PerceptaError):
