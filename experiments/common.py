@@ -26,9 +26,10 @@ from percepta.jsonable import to_jsonable
 DATA = Path("data/builtin")
 
 
-def builtin_data(root: Path = DATA) -> Path:
-    """The demo's built-in detection data (generated once; reused when already there)."""
-    generate_detection(root, **DEMO_DATA, progress=True)
+def builtin_data(root: Path = DATA, options: dict[str, Any] | None = None) -> Path:
+    """Built-in detection data (the demo's unless ``options`` say otherwise), generated once and
+    reused when already there."""
+    generate_detection(root, **(DEMO_DATA if options is None else options), progress=True)
     return root
 
 
@@ -37,10 +38,15 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run(config: str, name: str, overrides: list[str] = (), force: bool = False) -> dict[str, Any]:
+def run(config: str, name: str, overrides: list[str] = (), force: bool = False,
+        data_key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``config`` as run ``name`` (with ``overrides``) unless a finished run of the same
     config exists; an interrupted one is resumed. Returns ``{"metrics", "per_class",
-    "train_seconds", "run_dir"}``, also written to ``runs/<name>/final_metrics.json``."""
+    "train_seconds", "run_dir"}``, also written to ``runs/<name>/final_metrics.json``.
+
+    ``data_key`` describes what the config cannot see (e.g. which classes a script wrote into
+    the annotation files it names); a finished run is reused only if it was made with the same
+    ``data_key``, so changing the experiment's data retrains instead of reusing stale runs."""
     cfg = config_lib.load(find_config(config), [f"name={name}", *overrides])
     run_dir = Path(cfg.output_dir) / name
     final = run_dir / "final_metrics.json"
@@ -48,15 +54,19 @@ def run(config: str, name: str, overrides: list[str] = (), force: bool = False) 
     wanted = config_lib.to_dict(cfg)
     if not force and final.is_file() and last.is_file():
         done = json.loads(final.read_text())
-        if done.get("config") == to_jsonable(wanted):
+        if done.get("config") == to_jsonable(wanted) and done.get("data_key") == to_jsonable(data_key):
             print(f"[experiment] {name}: finished run found, reusing {final}", flush=True)
             return done
     if not force and last.is_file():
         ckpt = load_checkpoint(last)
-        if ckpt.get("config") == wanted and int(ckpt.get("iteration", 0)) < int(cfg.train.max_iters):
+        unfinished = int(ckpt.get("iteration", 0)) < int(cfg.train.max_iters)
+        same_data = _started_with(run_dir) == to_jsonable(data_key)
+        if ckpt.get("config") == wanted and same_data and unfinished:
             print(f"[experiment] {name}: resuming at iteration {ckpt['iteration']}", flush=True)
             cfg = config_lib.load(find_config(config), [f"name={name}", *overrides, "resume=true"])
     print(f"\n[experiment] training {name} ({config} {' '.join(overrides)})", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "data_key.json").write_text(json.dumps(to_jsonable(data_key)))
     t0 = time.perf_counter()
     error = None
     try:
@@ -71,10 +81,19 @@ def run(config: str, name: str, overrides: list[str] = (), force: bool = False) 
         "train_seconds": round(seconds, 1),
         "run_dir": str(run_dir),
         "config": to_jsonable(wanted),
+        "data_key": to_jsonable(data_key),
         "error": error,
     }
     final.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _started_with(run_dir: Path) -> Any:
+    """The ``data_key`` a run was started with (None when unrecorded)."""
+    try:
+        return json.loads((run_dir / "data_key.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def class_metric(result: dict[str, Any], class_name: str, key: str = "AP") -> float:
