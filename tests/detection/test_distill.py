@@ -93,8 +93,8 @@ def test_distiller_maps_teacher_classes_to_student_channels_by_name():
                                     for t in ("ta", "tb"))
     # independent computation: student channel 2 against teacher A's channel 1
     t_heat = ta.forward_heads(canvas)["heat"][:, 1:2]
-    expected = ((s_out["heat"][:, 2:3] - t_heat) ** 2).mean()
-    assert float(losses["loss_kd_heatmap_ta"]) == pytest.approx(float(expected), rel=1e-5)
+    expected = ((s_out["heat"][:, 2:3] - t_heat) ** 2).mean().detach()
+    assert float(losses["loss_kd_heatmap_ta"].detach()) == pytest.approx(float(expected), rel=1e-5)
     # the size term uses teacher A's peaks over its taught class only (channel 1, not "x")
     w = peak_weight_map(t_heat)
     t_wh = ta.forward_heads(canvas)["wh"]
