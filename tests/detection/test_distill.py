@@ -99,9 +99,10 @@ def test_distiller_maps_teacher_classes_to_student_channels_by_name():
     w = peak_weight_map(t_heat)
     t_wh = ta.forward_heads(canvas)["wh"]
     exp_wh = ((s_out["wh"] - t_wh).abs() * w).sum() / (w.sum() + 1e-4) * 10.0
-    assert float(losses["loss_kd_wh_ta"]) == pytest.approx(float(exp_wh), rel=1e-4)
-    assert float(kd_heatmap_loss(s_out["heat"][:, :1], tb.forward_heads(canvas)["heat"])) == \
-        pytest.approx(float(losses["loss_kd_heatmap_tb"]), rel=1e-5)
+    exp_wh = exp_wh.detach()
+    assert float(losses["loss_kd_wh_ta"].detach()) == pytest.approx(float(exp_wh), rel=1e-4)
+    assert float(kd_heatmap_loss(s_out["heat"][:, :1], tb.forward_heads(canvas)["heat"]).detach()) == \
+        pytest.approx(float(losses["loss_kd_heatmap_tb"].detach()), rel=1e-5)
 
 
 def test_teachers_are_not_part_of_the_student_state_or_optimiser():
