@@ -7,6 +7,7 @@ evaluator, viz), exactly as ``percepta train`` does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -86,6 +87,12 @@ def run(config: str, name: str, overrides: list[str] = (), force: bool = False,
     }
     final.write_text(json.dumps(result, indent=2))
     return result
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (e.g. a teacher checkpoint a later run depends on)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _started_with(run_dir: Path) -> Any:
