@@ -56,8 +56,9 @@ def main() -> int:
         rows.append([kind, lr, final, worst, r["metrics"].get("AP"), _peak_loss(r["run_dir"])])
         payload[f"{kind}_{tag}_lr"] = {"lr": lr, "AP50_curve": curve, **r}
     notes = ["AP50 every 100 iterations on 200 validation images; 'worst AP50' is the lowest "
-             "point of that curve after iteration 100 (a collapse shows there), 'peak heat-map loss' the largest logged raw heat-map loss "
-             "after the first quarter of training (a blow-up shows as a spike).",
+             "point of that curve after iteration 100 (a collapse shows there), 'peak heat-map "
+             "loss' the largest logged raw heat-map loss after the first quarter of training (a "
+             "blow-up shows as a spike).",
              "Balanced runs optimise sum(target_i * L_i / L_i.detach()); the logged losses are "
              "the raw ones, so the curves are comparable."]
     runs = {f"{kind}, lr {args.good_lr if tag == 'good' else args.high_lr}": r["run_dir"]

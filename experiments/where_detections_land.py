@@ -32,21 +32,23 @@ def landing(predictions: list[dict], ground_truth: list[list[tuple[str, list[flo
     bins: Counter = Counter()
     for pred, gts in zip(predictions, ground_truth):
         keep = (pred["labels"] == cls) & (pred["scores"] > score)
-        same = torch.tensor([b for n, b in gts if n == name], dtype=torch.float32).reshape(-1, 4)
-        other = [(n, b) for n, b in gts if n != name]
-        other_boxes = torch.tensor([b for _, b in other], dtype=torch.float32).reshape(-1, 4)
-        for box in pred["boxes"][keep].float():
-            iou_same = box_iou(box[None], same)[0].max().item() if len(same) else 0.0
-            if iou_same > 0.5:
+        boxes = pred["boxes"][keep].float()
+        if not len(boxes):
+            continue
+        gt_boxes = torch.tensor([b for _, b in gts], dtype=torch.float32).reshape(-1, 4)
+        is_same = torch.tensor([n == name for n, _ in gts], dtype=torch.bool)
+        iou = box_iou(boxes, gt_boxes)  # [detections, objects]
+        best_same = iou[:, is_same].max(dim=1).values if is_same.any() else torch.zeros(len(boxes))
+        iou_other = iou.masked_fill(is_same[None], -1.0)
+        best_other, which = (iou_other.max(dim=1) if len(gts) else
+                             (torch.zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)))
+        for same, other, j in zip(best_same.tolist(), best_other.tolist(), which.tolist()):
+            if same > 0.5:
                 bins["true positive"] += 1
-                continue
-            if len(other):
-                ious = box_iou(box[None], other_boxes)[0]
-                j = int(ious.argmax())
-                if ious[j] > 0.3:
-                    bins[f"on {other[j][0]}"] += 1
-                    continue
-            bins["poor localisation" if iou_same > 0.1 else "background"] += 1
+            elif other > 0.3:
+                bins[f"on {gts[j][0]}"] += 1
+            else:
+                bins["poor localisation" if same > 0.1 else "background"] += 1
     return bins
 
 
@@ -67,15 +69,11 @@ def main() -> int:
     predictor, classes = load_predictor(args.checkpoint, "cpu")
     if args.cls not in classes:
         raise SystemExit(f"{args.checkpoint}: no class {args.cls!r}; it has {classes}")
-    images = coco["images"]
-    results = predict_files(predictor, [Path(args.images) / im["file_name"] for im in images],
-                            batch_size=16)
-    by_file = {f: p for f, _, p in results}
-    files = [Path(args.images) / im["file_name"] for im in images]
-    kept = [i for i, f in enumerate(files) if f in by_file]
-    bins = landing([by_file[files[i]] for i in kept], [objects.get(images[i]["id"], []) for i in kept],
-                   classes.index(args.cls), args.cls, args.score)
-    n_gt = sum(1 for i in kept for n, _ in objects.get(images[i]["id"], []) if n == args.cls)
+    image_ids = {Path(args.images) / im["file_name"]: im["id"] for im in coco["images"]}
+    results = predict_files(predictor, list(image_ids), batch_size=16)  # unreadable files skipped
+    truth = [objects.get(image_ids[f], []) for f, _, _ in results]
+    bins = landing([p for _, _, p in results], truth, classes.index(args.cls), args.cls, args.score)
+    n_gt = sum(1 for gts in truth for n, _ in gts if n == args.cls)
     print(json.dumps({"checkpoint": args.checkpoint, "class": args.cls, "score_above": args.score,
                       "objects_of_class": n_gt, "detections": dict(bins.most_common())}))
     return 0

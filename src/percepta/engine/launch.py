@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from percepta import config as config_lib
+from percepta.engine import distributed
 from percepta.engine.build import build_dataset, build_evaluator, build_model, model_options
 from percepta.errors import PerceptaError
 from percepta.jsonable import to_jsonable
@@ -53,8 +54,6 @@ def _load_teachers(cfg: DictConfig, train_ds: Any, val_ds: Any) -> tuple[DictCon
         merged = OmegaConf.merge(cfg, {"model": {"class_names": names, "num_classes": len(names)}})
         OmegaConf.set_readonly(merged, True)
         cfg = merged
-    from percepta.engine import distributed
-
     if distributed.info().is_main:
         print(describe(teachers), flush=True)
     return cfg, teachers
@@ -92,7 +91,6 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Any, Any, Any, Any]:
 
 def train(cfg: DictConfig, hooks: list | None = None, **trainer_kwargs: Any) -> dict:
     """Train as configured; returns the final evaluation metrics ({} without evaluator)."""
-    from percepta.engine import distributed
     from percepta.engine.trainer import Trainer
 
     distributed.init_from_env(device=str(cfg.train.device))
