@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from percepta import config as C
-from percepta.registry import MODELS
+from percepta.registry import MODELS, import_all
 
 
 @dataclass
@@ -20,8 +20,17 @@ class ToyModelConfig:
     dims: list[int] = field(default_factory=lambda: [1, 2])
 
 
-if "toy_config_model" not in MODELS:
-    MODELS.add("toy_config_model", lambda cfg: cfg, options=ToyModelConfig, help="test model")
+@pytest.fixture(autouse=True)
+def _toy_model():
+    """Registered for this module's tests only (the model-contract test checks every model)."""
+    import_all()
+    MODELS.add("toy_config_model", _build_toy, options=ToyModelConfig, help="test model")
+    yield
+    MODELS.remove("toy_config_model")
+
+
+def _build_toy(cfg):
+    return cfg
 
 TOY = ["model.name=toy_config_model"]
 

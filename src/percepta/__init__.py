@@ -18,13 +18,13 @@ __all__ = ["__version__", "load", "build_model"]
 
 def build_model(cfg: Any) -> Any:
     """Build the model named by ``cfg.model.name`` (or by ``cfg.name`` for a model section)."""
-    from percepta.engine.build import build_model as _build
+    from percepta.components import build_model as _build
 
     return _build(cfg)
 
 
 def load(checkpoint: str, device: str = "cpu", eval_mode: bool = True) -> Any:
     """Rebuild the model stored in ``checkpoint`` (weights and embedded config), on ``device``."""
-    from percepta.engine.checkpoint import load_model
+    from percepta.checkpoints import load_model
 
     return load_model(checkpoint, device=device, eval_mode=eval_mode)

@@ -4,13 +4,24 @@ Everything is merged with OmegaConf structured configs, so unknown keys and wron
 before anything is built, with the full key, where it came from and the nearest valid key.
 Sections whose schema depends on a chosen component (``model``, ``data.train``, ``data.val``,
 ``evaluator``) take their schema from the options dataclass that the component registered
-(see :mod:`percepta.registry`), selected by the section's ``name``.
+(see :mod:`percepta.registry`), selected by the section's ``name``. Such a section may nest
+another component's section: an options field declared with
+``field(default=None, metadata={"component": "models"})`` (a key of
+:data:`percepta.registry.ALL_REGISTRIES`) is typed by the options of the component its own
+``name`` selects, recursively, and validated like a top-level section (for example a relation
+model's ``detector:`` section). Plain nested dataclasses (a detector's ``distill.teachers``)
+are validated by their own types.
+
+``task`` is a label: left empty it becomes the model's task; set, it must match the model's
+(an unknown task or a task/model mismatch is an error). Checkpoints record it and are checked
+against it on load.
 
 No Python config files and no ``eval``: yaml is parsed with OmegaConf's safe loader.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +31,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
 from percepta.engine.options import TrainConfig
-from percepta.errors import PerceptaError
-from percepta.losses.distill import DistillConfig
-from percepta.registry import DATASETS, EVALUATORS, MODELS, Registry, RegistryError, import_all, suggest
+from percepta.errors import ConfigError
+from percepta.registry import (
+    ALL_REGISTRIES,
+    DATASETS,
+    EVALUATORS,
+    MODELS,
+    Registry,
+    RegistryError,
+    import_all,
+    known_tasks,
+    suggest,
+)
 
 __all__ = [
     "ConfigError",
@@ -35,10 +55,6 @@ __all__ = [
     "save",
     "section_object",
 ]
-
-
-class ConfigError(PerceptaError, ValueError):
-    """A configuration problem; the message names the key and the source (file or command line)."""
 
 
 @dataclass
@@ -55,7 +71,7 @@ class ExperimentConfig:
     """The top level of every run's config."""
 
     name: str = "run"
-    task: str = "detection"  # detection | scene_graph | quality
+    task: str = ""  # "" = the model's task (detection | scene_graph | quality)
     output_dir: str = "runs"
     seed: int = 0
     resume: bool = False  # continue from <output_dir>/<name>/checkpoints/last.pt
@@ -64,7 +80,7 @@ class ExperimentConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluator: Any = None
-    distill: DistillConfig = field(default_factory=DistillConfig)  # teachers (detection only)
+    overwrite: bool = False  # allow a fresh run to replace an existing run folder's checkpoints
 
 
 # (dotted path, registry, name used when the section is given without one) for sections whose
@@ -75,6 +91,42 @@ DYNAMIC_SECTIONS: list[tuple[str, Registry, str]] = [
     ("data.val", DATASETS, "coco"),
     ("evaluator", EVALUATORS, "coco"),
 ]
+
+
+def _options_or_none(registry: Registry, name: str) -> type | None:
+    try:
+        return registry.options(name)
+    except RegistryError:
+        return None
+
+
+def _nested_components(options: type | None) -> list[tuple[str, Registry]]:
+    """The fields of an options dataclass that hold another component's section."""
+    if options is None or not dataclasses.is_dataclass(options):
+        return []
+    out = []
+    for f in dataclasses.fields(options):
+        kind = f.metadata.get("component") if f.metadata else None
+        if kind:
+            out.append((f.name, ALL_REGISTRIES[kind]))
+    return out
+
+
+def _dynamic_paths(*nodes: DictConfig) -> list[tuple[str, Registry, str]]:
+    """Every section whose schema its ``name`` chooses, nested ones included, as
+    ``(dotted path, registry, default name)``, for the sections present in ``nodes``."""
+    out: list[tuple[str, Registry, str]] = []
+    queue = list(DYNAMIC_SECTIONS)
+    while queue:
+        path, registry, default = queue.pop(0)
+        out.append((path, registry, default))
+        names = {str(OmegaConf.select(n, path).get("name") or default)
+                 for n in nodes if _has(n, path)
+                 and isinstance(OmegaConf.select(n, path), DictConfig)}
+        for name in sorted(names or {default} - {""}):
+            for fname, sub_registry in _nested_components(_options_or_none(registry, name)):
+                queue.append((f"{path}.{fname}", sub_registry, ""))
+    return out
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -125,7 +177,7 @@ def _drop_switched(lower: DictConfig, upper: DictConfig) -> DictConfig:
     ``data.train`` from ``coco`` to ``image_folder``): such a section is replaced, not merged,
     since the old component's options mean nothing to the new one."""
     lower = lower.copy()
-    for path, _registry, _default in DYNAMIC_SECTIONS:
+    for path, _registry, _default in _dynamic_paths(lower, upper):
         if not (_has(lower, path) and _has(upper, path)):
             continue
         old, new = OmegaConf.select(lower, path), OmegaConf.select(upper, path)
@@ -155,7 +207,10 @@ def _schema_for(raw: DictConfig) -> DictConfig:
     """The structured schema with each dynamic section typed by its component's options."""
     import_all()
     schema = OmegaConf.structured(ExperimentConfig)
-    for path, registry, default_name in DYNAMIC_SECTIONS:
+    for path, registry, default_name in _dynamic_paths(raw):
+        if "." in path and not isinstance(OmegaConf.select(schema, path.rpartition(".")[0]),
+                                          DictConfig):
+            continue  # the parent section is absent
         default = OmegaConf.select(schema, path)
         given = OmegaConf.select(raw, path) if _has(raw, path) else default
         if given is None:
@@ -164,6 +219,9 @@ def _schema_for(raw: DictConfig) -> DictConfig:
         if not isinstance(given, (dict, DictConfig)):
             raise ConfigError(f"config section {path!r} must be a mapping with a 'name' key")
         name = given.get("name") or (default or {}).get("name") or default_name
+        if not name:
+            raise ConfigError(f"config section {path!r} needs a 'name' key (one of: "
+                              f"{', '.join(registry.names())})")
         try:
             options = registry.options(str(name))
         except RegistryError as e:
@@ -188,7 +246,12 @@ def _has(node: DictConfig, path: str) -> bool:
 def _valid_keys(schema: DictConfig, full_key: str) -> list[str]:
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
     node = OmegaConf.select(schema, parent) if parent else schema
-    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    if node is None and parent.endswith("]"):  # an element of a (still empty) typed list
+        holder = OmegaConf.select(schema, parent.rsplit("[", 1)[0])
+        element = getattr(getattr(holder, "_metadata", None), "element_type", None)
+        if element is not None and dataclasses.is_dataclass(element):
+            return [f.name for f in dataclasses.fields(element)]
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
 
 
 def _merge(schema: DictConfig, node: DictConfig, source: str) -> DictConfig:
@@ -197,7 +260,14 @@ def _merge(schema: DictConfig, node: DictConfig, source: str) -> DictConfig:
     except oc_errors.ConfigKeyError as e:
         key = e.full_key or str(e.key)
         leaf = key.rsplit(".", 1)[-1]
-        hint = suggest(leaf, _valid_keys(schema, key))
+        valid = _valid_keys(schema, key)
+        owner = getattr(e, "object_type", None)
+        if "." not in key and owner is not None and dataclasses.is_dataclass(owner) \
+                and owner is not ExperimentConfig:  # an element of a list: no full key
+            valid = [f.name for f in dataclasses.fields(owner)]
+            raise ConfigError(f"unknown config key {key!r} in a {owner.__name__} entry "
+                              f"({source}).{suggest(leaf, valid)}") from None
+        hint = suggest(leaf, valid)
         raise ConfigError(f"unknown config key {key!r} ({source}).{hint}") from None
     except oc_errors.ValidationError as e:
         key = e.full_key or str(e.key)
@@ -223,7 +293,26 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
     return _finish(cfg)
 
 
+def _check_task(cfg: DictConfig) -> None:
+    """Fill an empty ``task`` from the model; refuse unknown tasks and mismatches."""
+    model = cfg.get("model")
+    name = str(model.get("name")) if isinstance(model, DictConfig) and model.get("name") else ""
+    model_task = MODELS.entry(name).task if name and name in MODELS else None
+    task = str(cfg.task or "")
+    if not task:
+        cfg.task = model_task or ""
+        return
+    tasks = known_tasks()
+    if task not in tasks:
+        raise ConfigError(f"task={task!r} is not a task of this percepta.{suggest(task, tasks)} "
+                          f"Known tasks: {', '.join(tasks)} (or leave task empty: the model's)")
+    if model_task and model_task != task:
+        raise ConfigError(f"model {name!r} is a {model_task!r} model but task={task!r}; set "
+                          f"task={model_task} or choose a {task} model")
+
+
 def _finish(cfg: DictConfig) -> DictConfig:
+    _check_task(cfg)
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
     except Exception:
@@ -239,11 +328,17 @@ def _finish(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def from_dict(data: dict, source: str = "embedded config") -> DictConfig:
-    """Re-validate a plain dict (e.g. the config embedded in a checkpoint)."""
+def from_dict(data: dict, source: str = "embedded config",
+              overrides: list[str] | None = None) -> DictConfig:
+    """Re-validate a plain dict (e.g. the config embedded in a checkpoint), with optional
+    ``key=value`` overrides on top (a switched component replaces its section, as in
+    :func:`load`; errors in the overrides name the command line)."""
     node = OmegaConf.create(data)
-    schema = _schema_for(node)
-    return _finish(_merge(schema, node, source))
+    cli_node = _parse_overrides(list(overrides or []))
+    node = _drop_switched(node, cli_node)
+    schema = _schema_for(OmegaConf.merge(node, cli_node))
+    cfg = _merge(schema, node, source)
+    return _finish(_merge(cfg, cli_node, "on the command line"))
 
 
 def to_dict(cfg: DictConfig) -> dict:
@@ -252,9 +347,10 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 def save(cfg: DictConfig, path: str | os.PathLike) -> None:
-    """Write the fully resolved config as yaml."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    """Write the fully resolved config as yaml (atomically: a crash leaves the old file)."""
+    from percepta.atomic import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def section_object(node: DictConfig | None) -> Any:

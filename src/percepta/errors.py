@@ -6,7 +6,7 @@ config key, so the user can fix it without a debugger.
 
 from __future__ import annotations
 
-__all__ = ["PerceptaError", "DataError", "CheckpointError", "NotAvailableError"]
+__all__ = ["PerceptaError", "DataError", "ConfigError", "CheckpointError", "NotAvailableError"]
 
 
 class PerceptaError(Exception):
@@ -15,6 +15,10 @@ class PerceptaError(Exception):
 
 class DataError(PerceptaError, ValueError):
     """Malformed or inconsistent input data (dataset files, result files, score files)."""
+
+
+class ConfigError(PerceptaError, ValueError):
+    """A configuration problem; the message names the key and the source (file or command line)."""
 
 
 class CheckpointError(PerceptaError):

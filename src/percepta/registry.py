@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "LOSSES",
     "ALL_REGISTRIES",
     "import_all",
+    "known_tasks",
     "suggest",
 ]
 
@@ -47,12 +49,26 @@ def suggest(name: str, candidates: Iterator[str] | list[str], n: int = 3) -> str
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered component: its builder, options dataclass and one-line description."""
+    """One registered component.
+
+    Attributes:
+        name, builder, options, help: the registry name, the builder (class or function), the
+            options dataclass it takes (validated by the config system) and a one-line text.
+        task: the task a model belongs to (``"detection"``...): a run's ``task`` must match its
+            model's, and checkpoints are checked against it on load. ``None`` for components
+            that serve any task (datasets, evaluators, losses).
+        resolve: optional ``resolve(options, facts) -> options`` that completes a model's
+            options before it is built (e.g. class names read from teacher checkpoints);
+            ``facts`` is :class:`percepta.data.facts.DataFacts`. The engine writes the
+            completed options back into the run's config, so checkpoints rebuild the model.
+    """
 
     name: str
     builder: Callable[..., Any]
     options: type | None
     help: str
+    task: str | None = None
+    resolve: Callable[[Any, Any], Any] | None = None
 
 
 class Registry:
@@ -63,12 +79,13 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(
-        self, name: str, options: type | None = None, help: str | None = None
+        self, name: str, options: type | None = None, help: str | None = None, *,
+        task: str | None = None, resolve: Callable[[Any, Any], Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: ``@MODELS.register("centernet", options=CenterNetConfig)``."""
+        """Decorator: ``@MODELS.register("centernet", options=CenterNetConfig, task="detection")``."""
 
         def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(name, builder, options=options, help=help)
+            self.add(name, builder, options=options, help=help, task=task, resolve=resolve)
             return builder
 
         return deco
@@ -79,13 +96,20 @@ class Registry:
         builder: Callable[..., Any],
         options: type | None = None,
         help: str | None = None,
+        *,
+        task: str | None = None,
+        resolve: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """Register ``builder`` under ``name``; re-registering the same object is a no-op."""
         old = self._entries.get(name)
         if old is not None and old.builder is not builder:
             raise RegistryError(f"{self.kind} {name!r} is already registered by {old.builder!r}")
         doc = help if help is not None else (builder.__doc__ or "").strip().split("\n")[0]
-        self._entries[name] = Entry(name, builder, options, doc)
+        self._entries[name] = Entry(name, builder, options, doc, task, resolve)
+
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (test plug-ins clean up after themselves)."""
+        self._entries.pop(name, None)
 
     def entry(self, name: str) -> Entry:
         """The entry for ``name``; unknown names raise with a suggestion."""
@@ -142,11 +166,19 @@ _COMPONENT_MODULES = (
 _imported = False
 
 
+def plugin_modules() -> list[str]:
+    """Modules named in ``PERCEPTA_PLUGINS`` (comma-separated): third-party components."""
+    return [m.strip() for m in os.environ.get("PERCEPTA_PLUGINS", "").split(",") if m.strip()]
+
+
 def import_all() -> None:
     """Import every component module once so all registries are filled.
 
     Modules that do not exist yet (capabilities not built) are skipped silently; a module that
-    exists but fails to import raises, because that is a bug the user must see.
+    exists but fails to import raises, because that is a bug the user must see. Plug-in modules
+    named in the ``PERCEPTA_PLUGINS`` environment variable (``pkg.module,other.module``) are
+    imported too, so models, datasets and evaluators of your own run through ``percepta
+    train/eval`` like the built-in ones; one that cannot be imported is an error naming it.
     """
     global _imported
     if _imported:
@@ -157,4 +189,18 @@ def import_all() -> None:
         except ModuleNotFoundError as e:
             if e.name != mod:
                 raise
+    for mod in plugin_modules():
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            from percepta.errors import PerceptaError
+
+            raise PerceptaError(f"PERCEPTA_PLUGINS names {mod!r}, which cannot be imported: "
+                                f"{e} (is its folder on PYTHONPATH?)") from None
     _imported = True
+
+
+def known_tasks() -> list[str]:
+    """The tasks of the registered models (a run's ``task`` must be one of them)."""
+    import_all()
+    return sorted({e.task for e in MODELS if e.task})

@@ -14,7 +14,7 @@ import percepta
 from percepta.engine import checkpoint as ck
 from percepta.engine.trainer import Trainer
 from percepta.errors import CheckpointError
-from percepta.registry import MODELS
+from percepta.registry import MODELS, import_all
 
 
 def _state(tmp_path, **over):
@@ -152,6 +152,7 @@ def test_rng_capture_restore_roundtrip(tmp_path):
 
 
 def test_load_model_rebuilds_from_embedded_config_with_ema_weights(tmp_path, monkeypatch):
+    import_all()  # register everything first: the copy below is thrown away after the test
     monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
     MODELS.add("toy", lambda opts: ToyModel(), help="engine test toy")
     cfg = make_cfg(tmp_path, ["train.ema=true", "train.ema_decay=0.5", "train.max_iters=3"])

@@ -131,7 +131,9 @@ def test_scheduler_resume_is_exact():
         opt2.step()
         s2.step()
         got.append(opt2.param_groups[0]["lr"])
-    assert got == ref  # bit-identical floats
+    # the same float64 schedule code on the same machine after a state round trip: bit-identical
+    # in practice; asserted to 1e-12 relative
+    assert got == pytest.approx(ref, rel=1e-12)
 
 
 def test_unknown_names_are_config_errors():

@@ -150,6 +150,7 @@ def test_ema_follows_closed_form_and_is_used_for_evaluation(tmp_path):
     ema = None
     for it in range(4):
         trainer.run_step(*_batch(train_ds, [4 * it + j for j in range(4)]))
+        trainer.ema_hook.after_step(trainer)  # the EMA hook runs after each applied step
         w = _clone(model)
         ema = w if ema is None else {k: decay * ema[k] + (1 - decay) * w[k] for k in w}
     for k, v in trainer.ema.module.state_dict().items():

@@ -68,12 +68,13 @@ class ToyModel(nn.Module):
     """Linear -> LayerNorm -> ReLU -> Dropout -> Linear; mean squared error in train mode.
 
     ``poison``: 1-based training forward calls whose ``loss_mse`` is made NaN.
+    ``norm="batch"`` uses BatchNorm1d instead of LayerNorm (DDP / sync_bn tests).
     """
 
-    def __init__(self, dropout: float = 0.1, hidden: int = 16) -> None:
+    def __init__(self, dropout: float = 0.1, hidden: int = 16, norm: str = "layer") -> None:
         super().__init__()
         self.fc1 = nn.Linear(IN_FEATURES, hidden)
-        self.norm = nn.LayerNorm(hidden)
+        self.norm = nn.BatchNorm1d(hidden) if norm == "batch" else nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, 2)
         self.calls = 0
@@ -155,12 +156,12 @@ def metric_evaluator():
 
 
 def build(cfg: DictConfig, dropout: float = 0.1, n_train: int = 24, n_val: int = 10,
-          evaluator: str = "plain"):
+          evaluator: str = "plain", norm: str = "layer"):
     """``(model, train_ds, val_ds, evaluator)`` built the same way in every process;
     ``evaluator="metric"`` gives the torchmetrics version."""
     torch.manual_seed(int(cfg.seed))
     ev = metric_evaluator() if evaluator == "metric" else ToyEvaluator()
-    return ToyModel(dropout), ToyDataset(n_train, seed=0), ToyDataset(n_val, seed=1), ev
+    return ToyModel(dropout, norm=norm), ToyDataset(n_train, seed=0), ToyDataset(n_val, seed=1), ev
 
 
 class KillAt:
@@ -184,7 +185,8 @@ def main(spec: dict) -> int:
     cfg = make_cfg(spec.get("output_dir", "runs"), spec.get("overrides", []))
     model, train_ds, val_ds, evaluator = build(cfg, spec.get("dropout", 0.1),
                                                spec.get("n_train", 24), spec.get("n_val", 10),
-                                               spec.get("evaluator", "plain"))
+                                               spec.get("evaluator", "plain"),
+                                               spec.get("norm", "layer"))
     hooks = [KillAt(int(spec["kill_at"]))] if spec.get("kill_at") else []
     run_dir = spec.get("run_dir")
     if run_dir:

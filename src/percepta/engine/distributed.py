@@ -202,7 +202,7 @@ def cleanup() -> None:
 def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
     """``train.device`` to a device: ``auto`` -> ``cuda:<local rank>`` when CUDA is available,
     else ``cpu``; ``cuda`` -> ``cuda:<local rank>``; ``cpu`` and ``cuda:N`` as given."""
-    from percepta.config import ConfigError  # config imports the engine options: lazily
+    from percepta.errors import ConfigError
 
     local_rank = get_local_rank() if local_rank is None else local_rank
     spec = str(spec).strip().lower()

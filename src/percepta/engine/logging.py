@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from percepta.atomic import atomic_write_text
 from percepta.jsonable import to_jsonable
 
 __all__ = ["MetricsLogger", "LossWindow", "scalar_items", "to_jsonable", "console",
@@ -87,7 +88,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.jsonl_path, "a", encoding="utf-8")
+        self._file = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -128,8 +129,7 @@ class MetricsLogger:
         if not self.enabled:
             return None
         path = self.run_dir / "eval" / f"metrics_{int(iteration)}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(to_jsonable(metrics), indent=2, allow_nan=False))
+        atomic_write_text(path, json.dumps(to_jsonable(metrics), indent=2, allow_nan=False))
         return path
 
     def flush(self) -> None:
@@ -203,7 +203,8 @@ class LossWindow:
 
 def truncate_jsonl(path: str | Path, max_iteration: int) -> None:
     """Drop the lines of ``path`` whose ``iteration`` exceeds ``max_iteration`` (resume after a
-    kill: the killed run's lines past the checkpoint are superseded)."""
+    kill: the killed run's lines past the checkpoint are superseded). The file is rewritten
+    atomically, so an interrupt here never loses the lines that are kept."""
     path = Path(path)
     if not path.is_file():
         return
@@ -214,4 +215,4 @@ def truncate_jsonl(path: str | Path, max_iteration: int) -> None:
                 kept.append(line)
         except (ValueError, AttributeError, TypeError):
             continue
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    atomic_write_text(path, "".join(k + "\n" for k in kept))

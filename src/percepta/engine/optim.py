@@ -49,7 +49,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
 
 
 def _config_error(msg: str) -> PerceptaError:
-    from percepta.config import ConfigError  # config imports engine.options: import lazily
+    from percepta.errors import ConfigError
 
     return ConfigError(msg)
 

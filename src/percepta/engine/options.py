@@ -55,6 +55,8 @@ class TrainConfig:
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn benchmark
     find_unused_parameters: bool = False  # DDP: allow parameters that get no gradient in a step
+    sync_bn: bool = False  # DDP: BatchNorm statistics over the global batch (as one process)
+    max_skip_fraction: float = 0.05  # unreadable samples skipped (warned) up to this share
     progress: bool = True  # console progress bar
     tensorboard: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

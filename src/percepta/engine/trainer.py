@@ -1,22 +1,25 @@
-"""The task-agnostic training loop: AMP, clipping, EMA, DDP, evaluation, checkpoints, logging.
+"""The task-agnostic training loop: the step, its state, and the hooks around it.
 
 Iteration-based (``train.max_iters``). Each iteration draws this rank's part of one global batch
 (:mod:`percepta.data.loader`), runs ``model(images, targets) -> {loss terms}`` under
-``torch.autocast`` (bf16 on CPU; fp16 with ``torch.amp.GradScaler`` or bf16 on CUDA), sums
-the ``loss*`` terms (or calls ``loss_transform``), and steps the optimizer and the per-iteration
+``torch.autocast`` (bf16 on CPU; fp16 with ``torch.amp.GradScaler`` or bf16 on CUDA), sums the
+``loss*`` terms (or calls ``loss_transform``), and steps the optimizer and the per-iteration
 ``LambdaLR`` schedule. A non-finite loss skips the update (still an iteration, so the schedule
-and the data order stay aligned with the iteration count) and stops the run with
-:class:`TrainingError` after ``train.max_nonfinite`` such iterations in a row; the last
-checkpoint is left untouched. Under DDP the finite/non-finite decision is agreed by all ranks.
+and the data order stay aligned with the iteration count); under DDP all ranks agree on it.
 
-Hooks are plain objects with any of ``before_train(trainer)``, ``after_step(trainer)``,
-``after_eval(trainer, metrics)``, ``after_train(trainer)``. Only rank 0 writes files.
+Everything else is a hook (:mod:`percepta.engine.hooks`): logging, the non-finite guard, EMA,
+evaluation with ``best.pt``, periodic checkpoints. SIGINT/SIGTERM stop the loop after the
+current step, write ``last.pt`` atomically and say how to resume. The trainer knows no task:
+evaluation hands a model what it declares it needs at inference
+(:func:`percepta.inference.run_model`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -27,7 +30,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -36,18 +38,34 @@ from percepta.data.loader import build_eval_loader, build_train_loader
 from percepta.engine import checkpoint as ckpt_io
 from percepta.engine import distributed as pdist
 from percepta.engine.distributed import move_to_device, resolve_device, set_seed
-from percepta.engine.logging import LossWindow, MetricsLogger, console, scalar_items, truncate_jsonl
+from percepta.engine.hooks import (
+    EMAHook,
+    EvalHook,
+    LoggingHook,
+    NonFiniteGuard,
+    PeriodicCheckpointer,
+    TrainingError,
+)
+from percepta.engine.logging import LossWindow, console
 from percepta.engine.optim import build_optimizer, build_scheduler
-from percepta.errors import CheckpointError, DataError, PerceptaError
+from percepta.engine.sync_bn import convert_sync_batchnorm
+from percepta.errors import CheckpointError, ConfigError, DataError
+from percepta.evaluator import primary_of
+from percepta.inference import run_model
 from percepta.losses.balance import FixedValueBalance
 from percepta.structures import collate
 
-__all__ = ["Trainer", "TrainingError", "set_seed", "resolve_device", "move_to_device",
-           "sum_losses"]
+__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "resolve_device",
+           "move_to_device", "sum_losses"]
 
 
-class TrainingError(PerceptaError, RuntimeError):
-    """Training cannot go on (e.g. the loss stayed non-finite); the message says where and why."""
+class TrainingInterrupted(TrainingError):
+    """SIGINT/SIGTERM stopped training; ``last.pt`` was written and the message says how to
+    resume. ``exit_code`` is the shell's convention (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def sum_losses(loss_dict: dict[str, Any], trainer: Trainer | None = None) -> torch.Tensor:
@@ -72,9 +90,14 @@ def _amp_dtype(tc: Any, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if name in ("fp16", "float16", "half"):
         if device.type == "cpu":
-            raise pconfig.ConfigError("train.amp_dtype=fp16 is for CUDA; on CPU use bf16 (or auto)")
+            raise ConfigError("train.amp_dtype=fp16 is for CUDA; on CPU use bf16 (or auto)")
         return torch.float16
-    raise pconfig.ConfigError(f"train.amp_dtype={tc.amp_dtype!r}: use auto, bf16 or fp16")
+    raise ConfigError(f"train.amp_dtype={tc.amp_dtype!r}: use auto, bf16 or fp16")
+
+
+def _nonfinite_keys(loss_dict: dict[str, Any]) -> list[str]:
+    return [k for k, v in loss_dict.items() if isinstance(v, torch.Tensor)
+            and v.is_floating_point() and not bool(torch.isfinite(v.detach()).all())]
 
 
 class Trainer:
@@ -83,21 +106,22 @@ class Trainer:
     Args:
         cfg: the full experiment config (:class:`percepta.config.ExperimentConfig`).
         model: train mode ``model(images, targets) -> dict[str, Tensor]``; eval mode
-            ``model(images) -> list[dict]``.
+            ``model(images[, inputs]) -> list[dict]`` (:func:`percepta.inference.run_model`).
         train_dataset, val_dataset: map-style datasets of ``(image, target)``.
-        evaluator: torchmetrics-like ``update(preds, targets)``, ``compute()``, ``reset()``;
-            optional ``primary_metric`` (higher is better; keeps ``best.pt``) and
-            ``format_table(metrics) -> str``.
+        evaluator: a :class:`percepta.evaluator.Evaluator` (its ``primary_metric`` and
+            ``higher_is_better`` keep ``best.pt``).
         run_dir: defaults to ``<cfg.output_dir>/<cfg.name>``.
         collate_fn: DataLoader collate (default :func:`percepta.structures.collate`).
-        hooks: objects with optional ``before_train``/``after_step``/``after_eval``/``after_train``.
+        hooks: extra hooks (:class:`percepta.engine.hooks.HookBase` or duck-typed objects), run
+            after the built-in logging/guard/EMA hooks and before evaluation and checkpointing.
         loss_transform: ``(loss_dict, trainer) -> total loss``; default :func:`sum_losses`, or
-            :class:`~percepta.losses.balance.FixedValueBalance` with ``train.loss_balance``.
-            With a transform the logs keep the raw terms and their sum as ``total_loss`` and add
-            the optimised total as ``optimized_loss``.
+            :class:`~percepta.losses.balance.FixedValueBalance` with ``train.loss_balance``
+            (computed from the loss values averaged over all ranks, so 2 processes equal 1).
+            With a transform the logs keep the raw terms and their sum as ``total_loss`` and
+            add the optimised total as ``optimized_loss``.
     """
 
-    def __init__(self, cfg: DictConfig, model: nn.Module, train_dataset: Dataset,
+    def __init__(self, cfg: DictConfig, model: nn.Module, train_dataset: Dataset | None,
                  val_dataset: Dataset | None = None, evaluator: Any | None = None,
                  run_dir: str | Path | None = None,
                  collate_fn: Callable[[list[Any]], Any] = collate, hooks: list | None = None,
@@ -109,7 +133,7 @@ class Trainer:
         self.rank, self.world_size = self.dist.rank, self.dist.world_size
         self.is_main = self.dist.is_main
         if int(tc.batch_size) <= 0 or int(tc.batch_size) % self.world_size != 0:
-            raise pconfig.ConfigError(
+            raise ConfigError(
                 f"train.batch_size={tc.batch_size} is the global batch and must be a positive "
                 f"multiple of the number of processes ({self.world_size})")
         self.batch_size = int(tc.batch_size)
@@ -120,9 +144,9 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.train_dataset, self.val_dataset, self.evaluator = train_dataset, val_dataset, evaluator
         self.collate_fn = collate_fn
-        self.hooks = list(hooks or [])
         if loss_transform is None and tc.loss_balance.enabled:
-            loss_transform = FixedValueBalance.from_config(tc.loss_balance)
+            loss_transform = FixedValueBalance.from_config(
+                tc.loss_balance, reduce=pdist.all_reduce_mean if self.world_size > 1 else None)
         self.loss_transform = loss_transform or sum_losses
         self.batches_per_epoch = 1  # no training data: an evaluation-only trainer
         if train_dataset is not None:
@@ -139,15 +163,13 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
 
         self.model = model.to(self.device)
+        if self.world_size > 1 and bool(tc.get("sync_bn", False)):
+            self.model = convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, tc.optimizer)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, self.max_iters)
         self.amp_dtype = _amp_dtype(tc, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
-        self.ema: AveragedModel | None = None
-        if tc.ema:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay),
-                                     use_buffers=True)
         self.train_model: nn.Module = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -155,22 +177,40 @@ class Trainer:
                 self.model, device_ids=ids,
                 find_unused_parameters=bool(tc.get("find_unused_parameters", False)))
 
+        # loop state (checkpointed)
         self.iteration = 0
         self.epoch = 0
-        self.nonfinite_count = 0
-        self.nonfinite_in_row = 0
-        primary = getattr(evaluator, "primary_metric", None) if evaluator is not None else None
-        self.best: dict[str, Any] = {"metric": primary, "value": None, "iteration": None}
+        primary, higher = primary_of(evaluator) if evaluator is not None else (None, True)
+        self.best: dict[str, Any] = {"metric": primary, "higher_is_better": higher,
+                                     "value": None, "iteration": None}
+        # per-step state the hooks read
+        self.step_finite = True
+        self.step_applied = False
+        self.nonfinite_terms: list[str] = []
         self.last_loss_dict: dict[str, Any] = {}
         self.step_lr = self.lr
         self.last_metrics: dict[str, Any] = {}
-        self.logger: MetricsLogger | None = None
-        self._started = False
-        self._resumed = False
-        self._t0 = time.perf_counter()
+        self.final_metrics: dict[str, Any] = {}
+        self.logger = None
         self.window = LossWindow()
+        self.t0 = time.perf_counter()
+        self.resumed = False
+        self.data_offset = 0  # sampler batches dropped whole (all samples unreadable) before
+        self._loader: Any = None
+        self._started = False
+        self._stop_signal: int | None = None
+
+        self.guard = NonFiniteGuard(int(tc.max_nonfinite))
+        self.ema_hook = EMAHook(self.model, tc.ema_decay) if tc.ema else None
+        self.hooks: list[Any] = [LoggingHook(), self.guard,
+                                 *([self.ema_hook] if self.ema_hook else []),
+                                 *(hooks or []), EvalHook(), PeriodicCheckpointer()]
 
     # ---------------------------------------------------------------- properties
+    @property
+    def ema(self) -> Any:
+        return self.ema_hook.ema if self.ema_hook is not None else None
+
     @property
     def eval_model(self) -> nn.Module:
         """The model evaluation uses: the EMA model when enabled, else the trained one."""
@@ -180,43 +220,48 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @property
+    def nonfinite_count(self) -> int:
+        return self.guard.count
+
+    @property
+    def nonfinite_in_row(self) -> int:
+        return self.guard.in_row
+
+    def can_evaluate(self) -> bool:
+        return self.evaluator is not None and self.val_dataset is not None
+
     # ---------------------------------------------------------------- public API
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.max_iters`` and return the final evaluation metrics (``{}`` without)."""
+        """Train to ``train.max_iters``; returns the final evaluation metrics (``{}`` without)."""
         if self.train_dataset is None:
             raise TrainingError("no training dataset was given to the Trainer: nothing to train")
         self.resume_or_load()
         if self.is_main:
             pconfig.save(self.cfg, self.run_dir / "config.yaml")
-            log = self.run_dir / "metrics.jsonl"
-            if self._resumed:
-                truncate_jsonl(log, self.iteration)
-            elif log.is_file() and log.stat().st_size:  # a fresh run in an old run folder
-                log.replace(log.with_name("metrics.prev.jsonl"))
-                console(f"[percepta] note: {log} of an earlier run moved to metrics.prev.jsonl")
-        self.logger = MetricsLogger(self.run_dir, enabled=self.is_main,
-                                    tensorboard=bool(self.tc.tensorboard),
-                                    purge_step=self.iteration if self._resumed else None)
-        self._t0 = time.perf_counter()
-        metrics: dict[str, Any] = {}
-        try:
-            self._call_hooks("before_train")
-            self._train_loop()
-            if self._can_evaluate():
-                metrics = self._evaluate_and_track()
-            self.save_checkpoint("last")
-            self._call_hooks("after_train")
-        finally:
-            self.logger.close()
-        return metrics
+        self.t0 = time.perf_counter()
+        with self._stop_on_signals():
+            try:
+                self._call_hooks("before_train")
+                self._train_loop()
+                if self._stop_signal is None:
+                    if self.can_evaluate():
+                        self.final_metrics = EvalHook.evaluate_and_track(self)
+                    self.save_checkpoint("last")
+                    self._call_hooks("after_train")
+            finally:
+                LoggingHook.close(self)
+        if self._stop_signal is not None:
+            self._interrupted()
+        return self.final_metrics
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """Run the evaluator over this rank's shard of the validation set and return ``compute()``.
+        """Run the evaluator over this rank's shard of the validation set; return ``compute()``.
 
-        Uses the EMA model when enabled (or ``model`` when given), in fp32, without gradients;
-        logs the scalars (rank 0, during ``fit``) and calls the ``after_eval`` hooks.
+        Uses the EMA model when enabled (or ``model`` when given), without gradients, handing it
+        what it declares it needs at inference; calls the ``after_eval`` hooks.
         """
-        if not self._can_evaluate():
+        if not self.can_evaluate():
             return {}
         model = model if model is not None else self.eval_model
         ev = self.evaluator
@@ -235,13 +280,12 @@ class Trainer:
                                             disable=not (self.tc.progress and self.is_main)):
                     images = move_to_device(images, self.device, non_blocking=True)
                     targets = move_to_device(targets, self.device, non_blocking=True)
-                    ev.update(model(images), targets)
+                    ev.update(run_model(model, images, targets), targets)
             metrics = ev.compute()
         finally:
             model.train(was_training)
         metrics = dict(metrics) if metrics is not None else {}
         self.last_metrics = metrics
-        self._report_eval(metrics)
         self._call_hooks("after_eval", metrics)
         return metrics
 
@@ -257,7 +301,7 @@ class Trainer:
             path = self.checkpoint_dir / "last.pt"
             if path.is_file():
                 self.load_state(ckpt_io.load_checkpoint(path, map_location=self.device), path)
-                self._resumed = True
+                self.resumed = True
                 if self.is_main:
                     console(f"[percepta] resumed from {path} at iteration {self.iteration}")
                 return
@@ -273,6 +317,10 @@ class Trainer:
 
         rng = ckpt_io.capture_rng()
         per_rank = pdist.all_gather_object(rng) if self.world_size > 1 else None
+        hooks = {h.name: h.state_dict() for h in self.hooks
+                 if getattr(h, "name", "") and callable(getattr(h, "state_dict", None))}
+        offset = self.data_offset + int(getattr(self._loader, "empty_batches", 0))
+        offsets = pdist.all_gather_object(offset) if self.world_size > 1 else [offset]
         return {
             "format": ckpt_io.FORMAT, "version": ckpt_io.VERSION,
             "percepta_version": percepta.__version__, "task": str(self.cfg.task),
@@ -286,8 +334,8 @@ class Trainer:
             "rng": rng, "rng_per_rank": per_rank, "world_size": self.world_size,
             "sampler": {"seed": int(self.cfg.seed), "global_batch_size": self.batch_size,
                         "batches_per_epoch": self.batches_per_epoch},
-            "nonfinite_count": self.nonfinite_count, "nonfinite_in_row": self.nonfinite_in_row,
-            "best": dict(self.best),
+            "nonfinite_count": self.guard.count, "nonfinite_in_row": self.guard.in_row,
+            "best": dict(self.best), "hooks": hooks, "data_offset_per_rank": offsets,
         }
 
     def save_checkpoint(self, name: str = "last") -> Path:
@@ -321,12 +369,20 @@ class Trainer:
                 elif self.is_main:
                     console(f"[percepta] {source} has no EMA weights; the EMA starts afresh")
         except (RuntimeError, ValueError, KeyError) as e:
+            detail = "; ".join(str(e).strip().splitlines()[:4])
             raise CheckpointError(f"cannot resume from {source}: it does not fit this model or "
-                                  f"optimizer ({str(e).splitlines()[0]})") from None
+                                  f"optimizer ({detail})") from None
         self.iteration = int(ckpt["iteration"])
         self.epoch = int(ckpt.get("epoch", self.iteration // self.batches_per_epoch))
-        self.nonfinite_count = int(ckpt.get("nonfinite_count", 0))
-        self.nonfinite_in_row = int(ckpt.get("nonfinite_in_row", 0))
+        offsets = ckpt.get("data_offset_per_rank") or []
+        self.data_offset = int(offsets[self.rank]) if len(offsets) == self.world_size else 0
+        hook_states = dict(ckpt.get("hooks") or {})
+        hook_states.setdefault("nonfinite", {"count": ckpt.get("nonfinite_count", 0),
+                                             "in_row": ckpt.get("nonfinite_in_row", 0)})
+        for h in self.hooks:
+            name = getattr(h, "name", "")
+            if name in hook_states and callable(getattr(h, "load_state_dict", None)):
+                h.load_state_dict(hook_states[name])
         best = ckpt.get("best") or {}
         if best.get("metric") == self.best["metric"]:  # another primary metric: start afresh
             self.best.update(value=best.get("value"), iteration=best.get("iteration"))
@@ -344,50 +400,48 @@ class Trainer:
                     "after resuming differs from an uninterrupted run")
 
     # ---------------------------------------------------------------- the loop
+    def _train_loader(self) -> Any:
+        tc = self.tc
+        kwargs = {"max_skip_fraction": float(tc.max_skip_fraction)}
+        # a batch whose every sample was unreadable is dropped whole: the data of iteration i is
+        # then sampler batch i + data_offset, which the checkpoint records for exact resume
+        self._loader = build_train_loader(
+            self.train_dataset, self.batch_size, seed=int(self.cfg.seed), rank=self.rank,
+            world_size=self.world_size, start_iter=self.iteration + self.data_offset,
+            num_workers=int(tc.num_workers), collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda", **kwargs)
+        return self._loader
+
     def _train_loop(self) -> None:
         tc = self.tc
-        loader = build_train_loader(
-            self.train_dataset, self.batch_size, seed=int(self.cfg.seed), rank=self.rank,
-            world_size=self.world_size, start_iter=self.iteration,
-            num_workers=int(tc.num_workers), collate_fn=self.collate_fn,
-            pin_memory=self.device.type == "cuda")
         self.train_model.train()
         bar = tqdm(total=self.max_iters, initial=self.iteration, desc=f"train {self.cfg.name}",
                    unit="it", dynamic_ncols=True, disable=not (tc.progress and self.is_main))
         self.window.reset()
-        data_iter = iter(loader) if self.iteration < self.max_iters else None
+        data_iter = iter(self._train_loader()) if self.iteration < self.max_iters else None
         try:
             while self.iteration < self.max_iters:
                 images, targets = next(data_iter)  # type: ignore[arg-type]
+                self._call_hooks("before_step")
                 total = self.run_step(images, targets)
                 self.iteration += 1
                 self.epoch = self.iteration // self.batches_per_epoch
                 bar.update(1)
                 if math.isfinite(total):
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
-                it = self.iteration
-                if tc.log_period > 0 and (it % tc.log_period == 0 or it == self.max_iters):
-                    scalars = self._log_window()
-                    bar.set_postfix(loss=f"{scalars.get('total_loss', float('nan')):.4f}",
-                                    img_s=f"{scalars['images_per_s']:.1f}", refresh=False)
                 self._call_hooks("after_step")
-                if tc.eval_period > 0 and it % tc.eval_period == 0 and it < self.max_iters \
-                        and self._can_evaluate():
-                    self._evaluate_and_track()
-                    self.train_model.train()
-                if tc.checkpoint_period > 0 and it % tc.checkpoint_period == 0 \
-                        and it < self.max_iters:
-                    self.save_checkpoint("last")
+                if self._should_stop():
+                    break
         finally:
             bar.close()
             del data_iter
 
     def run_step(self, images: Any, targets: Any) -> float:
-        """One iteration: forward, (skip if non-finite) backward, clip, step, EMA, lr schedule.
+        """One iteration: forward, (skip if non-finite) backward, clip, step, lr schedule.
 
-        Returns the total loss as a float (``nan``/``inf`` for a skipped step).
+        Sets ``step_finite`` / ``step_applied`` / ``nonfinite_terms`` for the hooks; returns
+        the total loss as a float (``nan`` for a skipped step).
         """
-        tc = self.tc
         images = move_to_device(images, self.device, non_blocking=True)
         targets = move_to_device(targets, self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -406,30 +460,12 @@ class Trainer:
         finite = math.isfinite(total_f)
         if self.world_size > 1:
             finite = pdist.all_reduce_min(int(finite)) == 1
-        grad_norm = None
+        self.step_finite, self.step_applied = finite, False
+        self.nonfinite_terms = [] if finite else (
+            _nonfinite_keys(loss_dict) or (["total"] if not math.isfinite(total_f) else []))
         if finite:
-            self.scaler.scale(total).backward()
-            if tc.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                           float(tc.grad_clip))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.nonfinite_in_row = 0
-            if self.loss_transform is not sum_losses:
-                # log the raw terms and their sum (a term the transform left out for being
-                # non-finite is not logged) plus the total that was optimised
-                loss_dict = {k: v for k, v in loss_dict.items()
-                             if not (isinstance(v, torch.Tensor) and v.is_floating_point()
-                                     and not bool(torch.isfinite(v.detach()).all()))}
-                loss_dict["optimized_loss"] = total.detach()
-                total = sum_losses(loss_dict)
-            self.window.add({**loss_dict, "total_loss": total,
-                             **({"grad_norm": grad_norm} if grad_norm is not None else {})})
-        else:
-            self._handle_nonfinite(loss_dict, total)
+            self.step_applied = self._backward_and_step(total)
+            self._record_step(loss_dict, total)
         self.optimizer.zero_grad(set_to_none=True)
         self.step_lr = self.lr  # the lr this iteration used (logged), before the schedule moves
         with warnings.catch_warnings():  # a skipped first step makes LambdaLR warn; harmless
@@ -438,47 +474,43 @@ class Trainer:
         self.window.count(len(images))
         return total_f if finite else float("nan")
 
-    def _handle_nonfinite(self, loss_dict: dict[str, Any], total: torch.Tensor) -> None:
-        self.nonfinite_count += 1
-        self.nonfinite_in_row += 1
-        bad = [k for k, v in loss_dict.items()
-               if isinstance(v, torch.Tensor) and v.is_floating_point()
-               and not bool(torch.isfinite(v.detach()).all())]
-        if not bad:
-            bad = ["total"] if not bool(torch.isfinite(total.detach()).all()) else []
-        if self.world_size > 1:
-            bad = sorted({k for terms in pdist.all_gather_object(bad) for k in terms})
-        it = self.iteration + 1
-        terms = ", ".join(bad) or "(on another rank)"
-        if self.logger is not None:
-            self.logger.write({"iteration": it, "nonfinite": self.nonfinite_count,
-                               "nonfinite_terms": bad, "skipped": True})
-        limit = max(1, int(self.tc.max_nonfinite))
-        if self.is_main:
-            console(f"[percepta] iteration {it}: non-finite loss ({terms}); step skipped "
-                    f"({self.nonfinite_in_row} in a row, limit {limit})")
-        if self.nonfinite_in_row >= limit:
-            last = self.checkpoint_dir / "last.pt"
-            kept = (f"the last checkpoint {last} is unchanged" if last.is_file()
-                    else "no checkpoint was written")
-            raise TrainingError(
-                f"training stopped at iteration {it}: the loss was not finite for "
-                f"{self.nonfinite_in_row} iterations in a row (train.max_nonfinite={limit}); "
-                f"non-finite terms: {terms}; {kept}. Lower train.optimizer.lr, set "
-                "train.grad_clip, or check the data.")
+    def _backward_and_step(self, total: torch.Tensor) -> bool:
+        """Backward, clip, optimizer step; ``False`` when the ``GradScaler`` skipped the step
+        (inf/NaN gradients in fp16): then the EMA must not move either."""
+        self.scaler.scale(total).backward()
+        self.grad_norm = None
+        if self.tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                            float(self.tc.grad_clip))
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # GradScaler lowers its scale exactly when it found inf/NaN and skipped the step
+        return scale_before is None or self.scaler.get_scale() >= scale_before
 
-    # ---------------------------------------------------------------- logging helpers
-    def _log_window(self) -> dict[str, float]:
+    def _record_step(self, loss_dict: dict[str, Any], total: torch.Tensor) -> None:
+        if self.loss_transform is not sum_losses:
+            # log the raw terms and their sum (a term the transform left out for being
+            # non-finite is not logged) plus the total that was optimised
+            loss_dict = {k: v for k, v in loss_dict.items() if k not in _nonfinite_keys(loss_dict)}
+            loss_dict["optimized_loss"] = total.detach()
+            total = sum_losses(loss_dict)
+        extra = {"grad_norm": self.grad_norm} if self.grad_norm is not None else {}
+        self.window.add({**loss_dict, "total_loss": total, **extra})
+
+    def log_window(self) -> dict[str, float]:
+        """Average the loss window, log it (jsonl, TensorBoard, console) and reset it."""
         w = self.window
         scalars = w.means()
-        scalars.update(lr=self.step_lr, time=time.perf_counter() - self._t0,
+        scalars.update(lr=self.step_lr, time=time.perf_counter() - self.t0,
                        iter_time=w.elapsed() / max(w.iters, 1),
                        images_per_s=w.images * self.world_size / w.elapsed())
         if self.scaler.is_enabled():
             scalars["amp_scale"] = float(self.scaler.get_scale())
         if self.logger is not None:
             self.logger.log_train(self.iteration, scalars, epoch=self.epoch,
-                                  nonfinite=self.nonfinite_count)
+                                  nonfinite=self.guard.count)
         if self.is_main and not self.tc.progress:
             console(f"iter {self.iteration}/{self.max_iters}  loss "
                     f"{scalars.get('total_loss', float('nan')):.4f}  lr {self.step_lr:.3g}  "
@@ -486,42 +518,51 @@ class Trainer:
         w.reset()
         return scalars
 
-    def _report_eval(self, metrics: dict[str, Any]) -> None:
-        if self.logger is not None:
-            self.logger.log_eval(self.iteration, metrics, epoch=self.epoch,
-                                 time=time.perf_counter() - self._t0)
-            self.logger.write_eval_file(self.iteration, metrics)
-        if not self.is_main or self.logger is None:  # outside fit the caller prints
-            return
-        fmt = getattr(self.evaluator, "format_table", None)
-        if callable(fmt):
-            console(f"evaluation at iteration {self.iteration}:\n{fmt(metrics)}")
-        else:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(scalar_items(metrics).items())[:12])
-            console(f"evaluation at iteration {self.iteration}: {shown}")
+    # ---------------------------------------------------------------- interrupts
+    def _stop_on_signals(self) -> Any:
+        trainer = self
 
-    # ---------------------------------------------------------------- misc
-    def _can_evaluate(self) -> bool:
-        return self.evaluator is not None and self.val_dataset is not None
+        class _Handlers:
+            def __enter__(self) -> None:
+                self.old: dict[int, Any] = {}
+                if threading.current_thread() is not threading.main_thread():
+                    return
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.old[sig] = signal.signal(sig, self._handle)
 
-    def _evaluate_and_track(self) -> dict[str, Any]:
-        """Evaluate; keep ``best.pt`` when the evaluator's ``primary_metric`` improved."""
-        metrics = self.evaluate()
-        name = self.best.get("metric")
-        if not name:
-            return metrics
-        value = scalar_items(metrics).get(name)
-        if value is None and self.is_main:
-            console(f"[percepta] primary metric {name!r} missing from the evaluation; best.pt "
-                    f"not updated (metrics: {sorted(scalar_items(metrics))})")
-        improved = value is not None and math.isfinite(value) and (
-            self.best["value"] is None or value > self.best["value"])
-        # rank 0 decides, so that every rank enters the (collective) save together
-        improved, value = pdist.broadcast_object((improved, value))
-        if improved:
-            self.best.update(value=float(value), iteration=self.iteration)
-            self.save_checkpoint("best")
-        return metrics
+            def _handle(self, signum: int, frame: Any) -> None:
+                if trainer._stop_signal is not None:  # a second signal: stop now
+                    signal.signal(signum, self.old.get(signum, signal.SIG_DFL))
+                    raise KeyboardInterrupt
+                trainer._stop_signal = signum
+                if trainer.is_main:
+                    console(f"[percepta] {signal.Signals(signum).name} received: stopping after "
+                            "this iteration and writing last.pt (send it again to stop now)")
+
+            def __exit__(self, *exc: Any) -> None:
+                for sig, old in self.old.items():
+                    signal.signal(sig, old)
+
+        return _Handlers()
+
+    def _should_stop(self) -> bool:
+        stop = self._stop_signal is not None
+        if self.world_size > 1:  # every rank stops at the same iteration (collective save)
+            signum = pdist.all_gather_object(self._stop_signal)
+            got = [s for s in signum if s is not None]
+            if got and self._stop_signal is None:
+                self._stop_signal = got[0]
+            stop = bool(got)
+        return stop
+
+    def _interrupted(self) -> None:
+        path = self.save_checkpoint("last")
+        signum = int(self._stop_signal or signal.SIGINT)
+        raise TrainingInterrupted(
+            f"training interrupted ({signal.Signals(signum).name}) at iteration "
+            f"{self.iteration}/{self.max_iters}; {path} written. Resume with the same command "
+            f"plus resume=true (run {self.cfg.name!r} in {self.cfg.output_dir})",
+            exit_code=128 + signum)
 
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:

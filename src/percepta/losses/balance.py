@@ -12,6 +12,9 @@ key match first, otherwise the **longest** configured pattern contained in the k
 ``off`` substrings cover its GT and KD terms). A term that matches nothing is added unscaled
 (``default_target: 0``) or pinned to ``default_target``.
 
+Under DDP the weights come from the loss values averaged over all ranks (``reduce``), so two
+processes compute the weights that one process computes on the same global batch.
+
 Deliberate difference from centerX: a term that is exactly zero (a batch without boxes gives
 size/offset losses of 0) or not finite is **left out of that step** instead of producing an
 infinite weight and a NaN total. When every term is left out and one of them is non-finite, the
@@ -21,7 +24,7 @@ returned total is NaN so that the trainer's non-finite guard skips the step.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,21 +60,33 @@ class FixedValueBalance:
     Args:
         targets: pattern -> target value (see the module docstring for matching).
         default_target: target for unmatched terms; ``0`` adds them unscaled.
+        reduce: maps a 1-D tensor of this rank's detached term values to their mean over all
+            ranks (the trainer passes an all-reduce under DDP); ``None`` in one process.
     """
 
     __name__ = "FixedValueBalance"
 
-    def __init__(self, targets: Mapping[str, float], default_target: float = 0.0) -> None:
+    def __init__(self, targets: Mapping[str, float], default_target: float = 0.0,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         bad = {k: v for k, v in targets.items() if not (math.isfinite(float(v)) and float(v) > 0)}
         if bad:
             raise ValueError(f"train.loss_balance.targets must be positive numbers; got {bad}")
         self.targets = {str(k): float(v) for k, v in targets.items()}
         self.default_target = float(default_target)
+        self.reduce = reduce
         self.last_weights: dict[str, float] = {}  # alpha of each term in the last call (0 = left out)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> FixedValueBalance:
-        return cls(dict(cfg.targets), float(cfg.default_target))
+    def from_config(cls, cfg: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                    ) -> FixedValueBalance:
+        return cls(dict(cfg.targets), float(cfg.default_target), reduce=reduce)
+
+    def _values(self, terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Each term's detached value (its mean over the ranks with ``reduce``; one sync)."""
+        stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        if self.reduce is not None:
+            stacked = self.reduce(stacked)
+        return dict(zip(terms, stacked.tolist()))
 
     def __call__(self, loss_dict: Mapping[str, Any], trainer: Any = None) -> torch.Tensor:
         terms = {k: v for k, v in loss_dict.items() if str(k).startswith("loss")}
@@ -81,8 +96,9 @@ class FixedValueBalance:
         total: torch.Tensor | None = None
         nonfinite = False
         weights: dict[str, float] = {}
+        values = self._values(terms)
         for key, term in terms.items():
-            value = float(term.detach().float())
+            value = values[key]
             if not math.isfinite(value):
                 nonfinite = True
                 weights[key] = 0.0
