@@ -6,6 +6,15 @@
   (int64, contiguous 0..C-1), ``image_id`` (int), ``orig_size`` (``(H, W)``); scene graphs add
   ``relations`` (int64 ``[R,3]``: subject index, object index, predicate 1..P); quality adds
   ``score`` and optionally ``reference``.
+- Detection targets may add ``ignore_boxes`` (``tv_tensors.BoundingBoxes [M,4]``, XYXY, same
+  canvas): ignore regions (COCO ``iscrowd=1``, VOC "difficult" objects) that are neither
+  objects nor background. They are kept apart from ``boxes`` (not a flag aligned with them) so
+  a model that ignores the key still never trains on them as objects; a loss that knows them
+  skips its negatives there (CenterNet: :mod:`percepta.detection.centernet_targets`).
+  v2 transforms move a second ``BoundingBoxes`` with flips and resizes, but ``RandomIoUCrop``
+  and ``SanitizeBoundingBoxes`` act on the first one only, so percepta's augmentation
+  (:class:`percepta.data.transforms.DetectionAugment`) runs them inside ``boxes`` and splits
+  them off afterwards.
 - Predictions are dicts in original-image pixels: ``boxes [K,4]``, ``scores [K]``, ``labels [K]``;
   scene graphs add ``rel_pairs [R,2]``, ``rel_scores [R,P+1]``, ``rel_labels [R]``; quality adds
   ``score []``.

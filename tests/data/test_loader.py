@@ -109,3 +109,42 @@ def test_eval_loader_covers_each_shard_once_in_order():
         for _, targets in build_eval_loader(ds, 2, rank=r, world_size=2):
             ids.append((r, [t["image_id"] for t in targets]))
     assert ids == [(0, [0, 2]), (0, [4, 6]), (1, [1, 3]), (1, [5])]
+
+
+class RandomItems(Items):
+    """``Items`` whose "augmentation" draws from torch, numpy and Python's ``random``.
+
+    The draws are integers, so batches compare exactly.
+    """
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+
+        draws = [int(torch.randint(0, 2**31 - 1, ())), int(np.random.randint(0, 2**31 - 1)),
+                 random.randrange(2**31 - 1)]
+        return torch.tensor([i, *draws]), {"image_id": i}
+
+
+def _draws(loader, n_batches):
+    return [torch.stack(images).tolist() for images, _ in itertools.islice(iter(loader), n_batches)]
+
+
+def test_augmentation_is_the_same_with_0_or_2_workers_and_after_a_resume():
+    ds = RandomItems(10)  # batch 4: 2 batches per epoch, 8 batches = 4 epochs
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    ref = _draws(build_train_loader(ds, 4, seed=5, num_workers=0), 8)
+    assert torch.equal(torch.get_rng_state(), before)  # augmentation kept off the global RNG
+    assert _draws(build_train_loader(ds, 4, seed=5, num_workers=2), 8) == ref
+    assert _draws(build_train_loader(ds, 4, seed=5, num_workers=2, start_iter=3), 5) == ref[3:]
+    assert _draws(build_train_loader(ds, 4, seed=5, num_workers=0, start_iter=3), 5) == ref[3:]
+    # the draws vary with the sample and the epoch (not one seed for everything)
+    rows = [row for batch in ref for row in batch]
+    by_index: dict[int, list] = {}
+    for row in rows:
+        by_index.setdefault(row[0], []).append(tuple(row[1:]))
+    assert len({tuple(r[1:]) for r in rows}) == len(rows)
+    assert any(len(v) > 1 for v in by_index.values())
+    assert _draws(build_train_loader(ds, 4, seed=6, num_workers=0), 1) != ref[:1]

@@ -16,7 +16,12 @@ Training pipeline (``build_transforms(train=True, augment=True)``), cheap on pur
 
 Images stay ``uint8``. Validation uses no transform (``None``).
 
-Crowd / ignore regions (``target["ignore_boxes"]``, a plain ``[M,4]`` tensor) must move with
+The random draws come from torch's global RNG (as everywhere in ``transforms.v2``); the
+training loader seeds it per sample from ``(seed, epoch, index)``
+(:mod:`percepta.data.loader`), so a sample's augmentation is the same with any number of
+workers and after a resume. Custom transforms must not keep generators of their own.
+
+Crowd / ignore regions (``target["ignore_boxes"]``, a ``BoundingBoxes`` of its own) must move with
 the image too, but v2 assumes one ``BoundingBoxes`` per sample; :class:`DetectionAugment`
 therefore appends them to ``boxes`` with label ``-1`` for the duration of the pipeline and
 splits them off again afterwards. ``target["area"]`` is filtered with the boxes but keeps the
@@ -52,7 +57,6 @@ class DetectionAugment(v2.Transform):
 
     def forward(self, image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
         boxes = target["boxes"]
-        n = int(boxes.shape[0])
         ign = target.get("ignore_boxes")
         m = 0 if ign is None else int(ign.shape[0])
         work = dict(target)
@@ -73,15 +77,16 @@ class DetectionAugment(v2.Transform):
         if m:
             keep = out["labels"] >= 0
             b = out["boxes"].as_subclass(torch.Tensor)
-            out["ignore_boxes"] = b[~keep].to(torch.float32)
+            out["ignore_boxes"] = tv_tensors.wrap(b[~keep].to(torch.float32), like=out["boxes"])
             out["boxes"] = tv_tensors.wrap(b[keep], like=out["boxes"])
             out["labels"] = out["labels"][keep]
             if "area" in out:
                 out["area"] = out["area"][keep]
             if "masks" in out:
                 out["masks"] = tv_tensors.Mask(out["masks"].as_subclass(torch.Tensor)[keep])
-        elif ign is not None:
-            out["ignore_boxes"] = ign
+        elif ign is not None:  # none: an empty BoundingBoxes on the augmented canvas
+            out["ignore_boxes"] = tv_tensors.wrap(
+                ign.as_subclass(torch.Tensor).to(torch.float32).reshape(0, 4), like=out["boxes"])
         return img, out
 
 
