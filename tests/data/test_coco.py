@@ -299,3 +299,40 @@ def test_tiny_coco_targets_written_back_as_results_score_ap_1(cocodata):
         ev.accumulate()
         ev.summarize()
     assert ev.stats[0] < 0.2
+
+
+# ------------------------------------------------------------------- ignore regions (iscrowd)
+def test_ignore_boxes_are_bounding_boxes_that_v2_flips_move(tiny_coco):
+    """The crowd box of image 10 (xywh [0,0,10,10] on a 64-wide image) is a BoundingBoxes, so a
+    bare v2 flip moves it (a plain tensor would stay put); percepta's pipeline moves it too."""
+    from torchvision.transforms import v2
+
+    from percepta.data.transforms import DetectionAugment
+
+    img, t = _load(tiny_coco)[0]
+    ign = t["ignore_boxes"]
+    assert isinstance(ign, tv_tensors.BoundingBoxes) and tuple(ign.canvas_size) == (48, 64)
+    assert ign.format == tv_tensors.BoundingBoxFormat.XYXY
+    flipped = [[64 - 10, 0, 64 - 0, 10]]  # x' = W - x, by hand
+    _, bare = v2.RandomHorizontalFlip(p=1.0)(tv_tensors.Image(img), t)
+    assert bare["ignore_boxes"].tolist() == flipped
+    _, ours = DetectionAugment(v2.RandomHorizontalFlip(p=1.0))(img, t)
+    assert ours["ignore_boxes"].tolist() == flipped
+    assert ours["boxes"].tolist() == [[64 - 25, 6, 64 - 5, 16], [64 - 40.5, 10, 64 - 30.5, 30]]
+    assert ours["labels"].tolist() == [1, 2]
+
+
+def test_ignore_flag_without_iscrowd_is_an_ordinary_object_and_warns(tmp_path, cocodata):
+    """Only iscrowd makes an ignore region (what pycocotools / faster-coco-eval honour); an
+    'ignore': 1 or 'difficult': 1 annotation with iscrowd 0 is a normal target, with a warning."""
+    coco = cocodata.base()
+    coco["annotations"][0]["ignore"] = 1
+    coco["annotations"][1]["difficult"] = 1
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = CocoDetection(cocodata.write(tmp_path, coco))
+    msgs = [str(w.message) for w in rec if "iscrowd" in str(w.message)]
+    assert len(msgs) == 1 and "2 annotations" in msgs[0], msgs
+    _, t = ds[0]
+    assert t["boxes"].tolist() == [[5, 6, 25, 16], [30.5, 10, 40.5, 30]]
+    assert t["ignore_boxes"].tolist() == [[0, 0, 10, 10]]  # the iscrowd=1 region only

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from percepta.data.image_folder import ImageFolder, build_image_folder, ImageFolderConfig
+from percepta.data.image_folder import ImageFolder, ImageFolderConfig, build_image_folder
 from percepta.errors import DataError
 
 

@@ -182,8 +182,9 @@ def test_cli_errors(tmp_path, capsys):
     assert "--num-images" in capsys.readouterr().err
     assert main(["data", "synth", "--out", str(tmp_path / "y"), "--val-fraction", "1"]) == 2
     assert "--val-fraction" in capsys.readouterr().err
-    from percepta.data.synthetic import cli_synth
     import argparse
+
+    from percepta.data.synthetic import cli_synth
 
     with pytest.raises(NotAvailableError):
         cli_synth(argparse.Namespace(task="quality", out=str(tmp_path)))

@@ -1,4 +1,4 @@
-"""CenterNet losses: official values (exact float32), empty images, saturation, weighting."""
+"""CenterNet losses: official values (float32, 1e-5 rel.), empty images, saturation, weighting."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from percepta.detection.centernet_targets import build_targets
-from percepta.losses.focal import (CenterNetFocalLoss, gather_slots, penalty_reduced_focal_loss,
-                                   reg_l1_loss)
+from percepta.losses.focal import (
+    CenterNetFocalLoss,
+    gather_slots,
+    penalty_reduced_focal_loss,
+    reg_l1_loss,
+)
 from percepta.registry import LOSSES
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "centernet"
@@ -31,34 +35,44 @@ def case() -> tuple[dict, dict, dict]:
     return ref["expected"], tg, out
 
 
-def test_official_loss_values_exact(case: tuple[dict, dict, dict]) -> None:
+# float32, the same operations as the official code (bit-identical on the machine that made the
+# reference), but the sums over the 24x32 map are SIMD reductions whose order (and the vectorised
+# log / pow) differ between CPUs: rounding ~sqrt(n) * eps32 ~ 2e-6 relative, bounded by 1e-5.
+REL_F32_SUM = 1e-5
+
+
+def test_official_loss_values(case: tuple[dict, dict, dict]) -> None:
     exp, tg, out = case
-    # float32 on CPU, same operations in the same order as the official code -> bit-identical
     focal = penalty_reduced_focal_loss(out["heat"], tg["heatmap"])
-    assert focal.item() == exp["focal_loss_neg_loss"]
+    assert focal.item() == pytest.approx(exp["focal_loss_neg_loss"], rel=REL_F32_SUM)
     wh = reg_l1_loss(out["wh"], tg["mask"], tg["ind"], tg["wh"])
-    assert wh.item() == exp["wh_l1_loss_unweighted"]
+    assert wh.item() == pytest.approx(exp["wh_l1_loss_unweighted"], rel=REL_F32_SUM)
     off = reg_l1_loss(out["reg"], tg["mask"], tg["ind"], tg["reg"])
-    assert off.item() == exp["off_l1_loss_unweighted"]
-    assert focal.item() + 0.1 * wh.item() + off.item() == exp["total_with_default_weights"]
-    # registered module form gives the same number
-    assert LOSSES.build("centernet_focal")(out["heat"], tg["heatmap"]).item() == focal.item()
+    assert off.item() == pytest.approx(exp["off_l1_loss_unweighted"], rel=REL_F32_SUM)
+    assert focal.item() + 0.1 * wh.item() + off.item() == pytest.approx(
+        exp["total_with_default_weights"], rel=REL_F32_SUM)
+    # registered module form: the same code on the same machine (1e-6 relative)
+    assert LOSSES.build("centernet_focal")(out["heat"], tg["heatmap"]).item() == pytest.approx(
+        focal.item(), rel=1e-6)
 
 
 def test_model_loss_weighting(case: tuple[dict, dict, dict]) -> None:
-    from percepta.detection.centernet import CenterNet
     from percepta.detection.backbones import Backbone
+    from percepta.detection.centernet import CenterNet
 
     exp, tg, out = case
     stub = Backbone(torch.nn.Conv2d(3, 8, 1), 8, 32, "stub")
     model = CenterNet(stub, 1, input_size=64, wh_weight=0.1, off_weight=1.0, hm_weight=1.0)
     losses = model.compute_losses(out, tg)
-    assert losses["loss_heatmap"].item() == exp["focal_loss_neg_loss"]
-    assert losses["loss_offset"].item() == exp["off_l1_loss_unweighted"]
-    # 0.1 * float32 value (weight applied in float32, reference sum in float64): 1 ulp slack
-    assert losses["loss_wh"].item() == pytest.approx(0.1 * exp["wh_l1_loss_unweighted"], rel=1e-7)
+    assert losses["loss_heatmap"].item() == pytest.approx(exp["focal_loss_neg_loss"],
+                                                          rel=REL_F32_SUM)
+    assert losses["loss_offset"].item() == pytest.approx(exp["off_l1_loss_unweighted"],
+                                                         rel=REL_F32_SUM)
+    # 0.1 * float32 value (weight applied in float32, reference sum in float64)
+    assert losses["loss_wh"].item() == pytest.approx(0.1 * exp["wh_l1_loss_unweighted"],
+                                                     rel=REL_F32_SUM)
     total = sum(v.item() for v in losses.values())
-    assert total == pytest.approx(exp["total_with_default_weights"], rel=1e-7)
+    assert total == pytest.approx(exp["total_with_default_weights"], rel=REL_F32_SUM)
 
 
 def test_focal_matches_formula_by_hand() -> None:

@@ -241,7 +241,7 @@ def test_bad_records_name_the_record_and_file(kind, tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ("", "empty"), ("   \n", "empty"), ('{"image_id": 1}', "list"), ("[{", "not valid JSON"),
+    ("", "empty"), ("   \n", "empty"), ('{"image_id": 1}', "list"), ("[{", "invalid JSON at line 1 col 3"),
     (None, "truncated"), (b"\xff\xfe[", "UTF-8"),
 ])
 def test_bad_files(tmp_path, capsys, content, needle):
@@ -396,14 +396,41 @@ def test_evaluator_rejects_bad_input():
 def test_registered_as_coco_evaluator():
     assert EVALUATORS.options("coco") is CocoEvaluatorOptions
     assert CocoEvaluatorOptions().name == "coco"
-    ds = SimpleNamespace(coco_gt=json.loads(GT_PATH.read_text()), cat_ids=[1, 2, 3, 4],
-                         class_names=["alpha", "beta", "gamma", "delta"])
+    # dataset facts come from dataset.meta (no cat_ids / class_names attributes needed)
+    ds = SimpleNamespace(coco_gt=json.loads(GT_PATH.read_text()),
+                         meta={"category_ids": [1, 2, 3, 4], "num_classes": 4,
+                               "class_names": ["alpha", "beta", "gamma", "delta"]})
     ev = EVALUATORS.build("coco", CocoEvaluatorOptions(olrp=False), ds)
     assert isinstance(ev, DetectionEvaluator) and ev.olrp is False
     p, t = _preds_targets(range(1, 9))
     ev.update(p, t)
     m = ev.compute()
     assert "oLRP" not in m and m["per_class"][2]["name"] == "gamma"
+
+
+def test_follows_the_evaluator_protocol():
+    """percepta.evaluator: an Evaluator (torchmetrics Metric) with a declared primary metric,
+    one ``format_table(metrics)`` (no ``table`` / ``summary`` aliases), a builder that takes
+    ``options=None`` as the defaults."""
+    from torchmetrics import Metric
+
+    from percepta.evaluator import Evaluator, primary_of
+
+    ds = SimpleNamespace(coco_gt=json.loads(GT_PATH.read_text()),
+                         meta={"category_ids": [1, 2, 3, 4], "num_classes": 4,
+                               "class_names": ["alpha", "beta", "gamma", "delta"]})
+    ev = EVALUATORS.build("coco", None, ds)
+    assert isinstance(ev, Evaluator) and isinstance(ev, Metric)
+    assert primary_of(ev) == ("AP", True)
+    assert ev.olrp is CocoEvaluatorOptions().olrp is True
+    assert not hasattr(ev, "table") and not hasattr(ev, "summary")
+    p, t = _preds_targets(range(1, 9))
+    ev.update(p, t)
+    m = ev.compute()
+    text = ev.format_table(m)
+    assert text == format_table(m) and "gamma" in text and "oLRP" in text
+    with pytest.raises(DataError, match="coco_gt"):
+        EVALUATORS.build("coco", None, None)
 
 
 def test_states_are_cat_reduced_so_a_sync_merges_ranks():

@@ -16,9 +16,14 @@ import torch.nn.functional as F
 
 from percepta import cli
 from percepta.errors import CheckpointError
-from percepta.export.onnx import DetectionGraph, ExportError, check_parity, export_checkpoint, export_onnx
+from percepta.export.onnx import (
+    DetectionGraph,
+    ExportError,
+    check_parity,
+    export_checkpoint,
+    export_onnx,
+)
 from percepta.export.runtime import OnnxPredictor, compare_predictions
-
 
 CLASS_NAMES = ["circle", "square", "triangle"]  # as in conftest.py
 INPUT_SIZE = 128
@@ -85,7 +90,7 @@ def test_dynamic_axes_two_sizes(peaky_model, onnx_full, predictor_full):
 
     predictor = predictor_full
     graph = DetectionGraph(peaky_model, 100).eval()
-    big = torch.from_numpy(render_image(3, 0, 160).image).permute(2, 0, 1).float()
+    big = torch.from_numpy(render_image(3, 0, 160).image).permute(2, 0, 1).float() / 255
     for x in (big[None, :, :128, :128], torch.stack([big[:, :64, :96], big.flip(-1)[:, 96:, 64:]])):
         out = predictor.run_graph(x)
         assert out["boxes"].shape == (x.shape[0], 100, 4) and out["labels"].dtype == np.int64
@@ -113,18 +118,22 @@ def test_dynamic_axes_two_sizes(peaky_model, onnx_full, predictor_full):
 def test_uint8_and_float_inputs(peaky_model, predictor_full, sample_images):
     predictor = predictor_full
     as_uint8 = predictor(sample_images)
-    as_float = predictor([im.float() for im in sample_images])
+    as_float = predictor([im.float() / 255 for im in sample_images])
     for a, b in zip(as_uint8, as_float):
-        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
+        assert torch.equal(a["labels"], b["labels"])  # labels: exact
+        # the same graph on the same machine (uint8 is cast to float inside it): 1e-6 relative
+        for k in ("boxes", "scores"):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)
     assert sample_images[0].dtype == torch.uint8
-    _assert_ok(check_parity(peaky_model, predictor, [im.float() for im in sample_images]), 10)
+    floats = [im.float() / 255 for im in sample_images]  # torchvision's float convention
+    _assert_ok(check_parity(peaky_model, predictor, floats), 10)
 
 
 def test_peaks_output_is_the_eq_mask_times_heat(peaky_model, onnx_peaks, sample_images):
     """`--decode peaks`: heat * keep from onnxruntime = heat * (maxpool(heat) == heat) in PyTorch."""
     predictor = OnnxPredictor(onnx_peaks)
     x, _, _ = peaky_model.preprocess(sample_images)
-    out = predictor.run_graph(x)
+    out = predictor.run_graph(x / 255)  # the exported graph takes 0-1 floats
     with torch.no_grad():
         heads = peaky_model.forward_heads(x)
     heat = heads["heat"]

@@ -39,9 +39,15 @@ class _PeaksModule(torch.nn.Module):
 def test_peaks_only_equals_eq_mask_above_the_leak_scale():
     heat = _maps()
     ours, ref = peaks_only(heat), _eq_peaks(heat)
-    assert torch.equal(ours[heat >= 2 ** -6], ref[heat >= 2 ** -6])  # bit-identical
+    strong = heat >= 2 ** -6
+    # Above the leak scale the same pixels are peaks (exact) with the same values: bit-identical
+    # on the machines we know, asserted to 1e-6 relative (float32 kernels may differ by an ulp
+    # between CPUs; a leak or a lost peak is >= 2^-6, far above that).
+    assert torch.equal(ours[strong] > 0, ref[strong] > 0)
+    torch.testing.assert_close(ours[strong], ref[strong], rtol=1e-6, atol=0)
     assert float((ours - ref).abs().max()) <= LEAK_BOUND
-    assert torch.equal(ours[0, 0, 10:13, 10:13], torch.full((3, 3), 0.75))
+    torch.testing.assert_close(ours[0, 0, 10:13, 10:13], torch.full((3, 3), 0.75),
+                               rtol=1e-6, atol=0)
     assert int((ref > 0).sum()) > 50
 
 
@@ -63,7 +69,8 @@ def test_fp16_pitfall_is_avoided():
     assert torch.isnan(naive).any() or not torch.equal(naive.float(), _eq_peaks(half.float()))
     ours = peaks_only(half)  # computed in float32
     assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
-    assert torch.equal(ours, peaks_only(half.float()))
+    # same code on the same fp32 input (half upcast inside or here): 1e-6 relative
+    torch.testing.assert_close(ours, peaks_only(half.float()), rtol=1e-6, atol=0)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -76,9 +83,15 @@ def test_peaks_only_in_onnxruntime_matches_pytorch(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for x in (heat, _maps(3)[:, :, :20, :33]):
         (got,) = sess.run(None, {"heat": x.numpy()})
-        np.testing.assert_array_equal(got, peaks_only(x).numpy())  # bit-identical
-        strong = x >= 2 ** -6
-        np.testing.assert_array_equal(got[strong.numpy()], _eq_peaks(x)[strong].numpy())
+        # onnxruntime's kernels vs PyTorch's: the same peak sets (exact), values within 1e-6
+        # relative (bit-identical where we measured, but float32 kernels differ between CPUs)
+        want = peaks_only(x).numpy()
+        np.testing.assert_array_equal(got > 0, want > 0)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+        strong = (x >= 2 ** -6).numpy()
+        ref = _eq_peaks(x).numpy()[strong]
+        np.testing.assert_array_equal(got[strong] > 0, ref > 0)
+        np.testing.assert_allclose(got[strong], ref, rtol=1e-6, atol=0)
     # a graph without percepta metadata is not accepted by the predictor
     with pytest.raises(CheckpointError, match="not a percepta ONNX export"):
         OnnxPredictor(path)

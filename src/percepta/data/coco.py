@@ -8,9 +8,20 @@ Follows the COCO format (https://cocodataset.org/#format-data) and pycocotools' 
 - ``boxes`` are XYXY absolute pixels (``tv_tensors.BoundingBoxes``), converted from COCO's
   ``[x, y, w, h]``; boxes partly outside the image are clipped to it and zero-size boxes are
   dropped, with one summary warning per dataset (not one per box).
-- ``iscrowd=1`` annotations (and annotations flagged ``"ignore": 1``, which is how
-  :mod:`percepta.data.convert` marks Pascal VOC "difficult" objects) are not training targets:
-  their boxes go to ``target["ignore_boxes"]`` so a loss can skip anchors/peaks on them.
+- ``iscrowd=1`` annotations (COCO crowd regions, and Pascal VOC "difficult" objects, which
+  :mod:`percepta.data.convert` writes as ``iscrowd=1``) are ignore regions, the same set the COCO
+  evaluators ignore: no training target, and their boxes go to ``target["ignore_boxes"]`` (a
+  ``tv_tensors.BoundingBoxes``, XYXY, on the image's canvas) so a loss can skip the anchors /
+  heat-map cells they cover (:mod:`percepta.detection.centernet_targets`). A separate
+  ``BoundingBoxes`` rather than a flag aligned with ``boxes``, so that models that know nothing
+  of crowds never see them as objects. torchvision.transforms.v2 moves it with flips, resizes
+  and zoom-outs, but ``RandomIoUCrop`` and ``SanitizeBoundingBoxes`` only look at the *first*
+  ``BoundingBoxes`` of a sample, so :class:`percepta.data.transforms.DetectionAugment` runs the
+  ignore boxes through the pipeline inside ``boxes`` (label -1) and splits them off again.
+  Annotations that carry ``"ignore": 1`` or ``"difficult": 1`` with ``iscrowd=0`` are ordinary
+  objects, as pycocotools and faster-coco-eval treat them (they set ``ignore`` from ``iscrowd``
+  alone); one warning per dataset names how many (VOC jsons converted before percepta wrote
+  ``iscrowd=1`` for difficult objects: convert again).
 - Images without annotations are kept (empty ``[0,4]`` boxes) unless ``filter_empty``.
 - ``coco_gt`` is the parsed json restricted to this dataset's images, with ``iscrowd`` (0) and
   ``area`` (box area) filled in where an annotation lacks them, so COCO evaluators accept it.
@@ -38,7 +49,13 @@ try:  # deprecated in torchvision 0.29 (in favour of torchcodec) but still the f
 except ImportError:  # pragma: no cover - a torchvision without image io: PIL below
     decode_image = None
 
-from percepta.data.check import CheckReport, box_issue, check_coco_dict, guess_image_dir, load_coco_json
+from percepta.data.check import (
+    CheckReport,
+    box_issue,
+    check_coco_dict,
+    guess_image_dir,
+    load_coco_json,
+)
 from percepta.errors import DataError
 from percepta.registry import DATASETS
 
@@ -77,7 +94,8 @@ class CocoDetection(Dataset):
 
     Target keys: ``boxes``, ``labels``, ``image_id``, ``orig_size`` (the file's ``(H, W)``; it
     stays so after augmentation, while ``boxes`` follow the augmented image), ``ignore_boxes``
-    (``[M,4]`` float XYXY), ``area`` and, with ``with_masks``, ``masks`` (``uint8 [N,H,W]``).
+    (``BoundingBoxes [M,4]`` XYXY: the ``iscrowd`` regions), ``area`` and, with ``with_masks``,
+    ``masks`` (``uint8 [N,H,W]``).
     """
 
     def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike | None = None,
@@ -102,6 +120,11 @@ class CocoDetection(Dataset):
         self.class_names: list[str] = [c["name"] for c in cats]
         self.num_classes: int = len(cats)
         self.cat_id_to_label: dict[int, int] = {cid: i for i, cid in enumerate(self.cat_ids)}
+        # dataset facts a model needs (the one route: percepta.components fills the model's
+        # options from ``meta``; checkpoints then carry them)
+        self.meta: dict[str, Any] = {"class_names": list(self.class_names),
+                                     "num_classes": self.num_classes,
+                                     "category_ids": list(self.cat_ids)}
         self._build_index(data, filter_empty, max_images)
 
         if image_dir is None or str(image_dir) == "":
@@ -121,7 +144,7 @@ class CocoDetection(Dataset):
         by_image: dict[int, list[dict]] = {im["id"]: [] for im in data["images"]}
         for a in data["annotations"]:
             by_image[a["image_id"]].append(a)
-        clipped = dropped = 0
+        clipped = dropped = legacy = 0
         images, rows = [], []
         for im in data["images"]:
             W, H = im["width"], im["height"]
@@ -138,9 +161,10 @@ class CocoDetection(Dataset):
                 if xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
                     dropped += 1
                     continue
-                if a.get("iscrowd", 0) or a.get("ignore", 0):
+                if a.get("iscrowd", 0):
                     ignore.append(xyxy)
                     continue
+                legacy += bool(a.get("ignore", 0) or a.get("difficult", 0))
                 boxes.append(xyxy)
                 labels.append(self.cat_id_to_label[a["category_id"]])
                 areas.append(float(a.get("area", w * h)))
@@ -157,6 +181,11 @@ class CocoDetection(Dataset):
             warnings.warn(f"{self.ann_file}: {clipped} boxes partly outside their image were "
                           f"clipped, {dropped} zero-size or outside boxes were dropped "
                           f"(`percepta data check` lists them)", stacklevel=3)
+        if legacy:
+            warnings.warn(f"{self.ann_file}: {legacy} annotations have 'ignore': 1 or "
+                          "'difficult': 1 but iscrowd 0; they are trained and evaluated as "
+                          "ordinary objects, as the COCO tools do (set iscrowd to 1 to make them "
+                          "ignore regions; `percepta data convert voc` does so)", stacklevel=3)
         if self.with_masks:
             for im, row in zip(images, rows):
                 for a in row[4]:
@@ -224,7 +253,7 @@ class CocoDetection(Dataset):
         info = self._images[index]
         img = self.load_image(index)
         H, W = int(img.shape[-2]), int(img.shape[-1])
-        if (W, H) != (info["width"], info["height"]):
+        if (info["width"], info["height"]) != (W, H):
             raise DataError(f"{self.ann_file}: image id {info['id']}: file {self.image_path(index)} "
                             f"is {W}x{H} (WxH) but the json says {info['width']}x{info['height']}")
         boxes, labels, areas, ignore, anns = self._rows[index]
@@ -234,7 +263,8 @@ class CocoDetection(Dataset):
             "labels": torch.from_numpy(labels.copy()),
             "image_id": int(info["id"]),
             "orig_size": (H, W),
-            "ignore_boxes": torch.from_numpy(ignore.copy()),
+            "ignore_boxes": tv_tensors.BoundingBoxes(torch.from_numpy(ignore.copy()), format="XYXY",
+                                                     canvas_size=(H, W)),
             "area": torch.from_numpy(areas.copy()),
         }
         if self.with_masks:

@@ -12,12 +12,19 @@ Pascal VOC (``Annotations/*.xml``, ``JPEGImages/``, optional ``ImageSets/Main/<s
   last covered column). In COCO's 0-based continuous coordinates pixel ``i`` spans ``[i-1, i)``,
   so ``x = xmin - 1``, ``y = ymin - 1``, ``w = xmax - xmin + 1``, ``h = ymax - ymin + 1``
   (the same as detectron2's ``xmin - 1`` / ``xmax`` reading).
-- "difficult" objects stay ordinary annotations (``iscrowd = 0``) with ``"difficult": 1`` and
-  ``"ignore": 1``. :class:`~percepta.data.coco.CocoDetection` moves ``ignore`` boxes to
-  ``ignore_boxes`` (not trained on, as mmdetection does for VOC); note that pycocotools and
-  faster-coco-eval overwrite ``ignore`` with ``iscrowd``, so COCO-style evaluation counts them
-  as normal ground truth (VOC's own metric would skip them). ``truncated`` is kept as an
-  attribute.
+- "difficult" objects become COCO ignore regions: ``"iscrowd": 1`` (and ``"difficult": 1``
+  kept as an attribute), as mmdetection's ``tools/dataset_converters/pascal_voc.py`` writes
+  them. ``iscrowd`` is the one ignore flag every COCO tool honours: pycocotools and
+  faster-coco-eval set a ground truth's ``ignore`` from ``iscrowd`` alone (an ``"ignore": 1``
+  field is overwritten, so the object would count as a miss), percepta's oLRP
+  (:mod:`percepta.detection.olrp`) does the same, and
+  :class:`~percepta.data.coco.CocoDetection` turns ``iscrowd`` boxes into ``ignore_boxes``
+  (no positive and no background target in training). So, as in the VOC protocol, a detection
+  on a difficult object is neither a true nor a false positive, any number of them may hit it,
+  and a difficult object is never a miss. Two COCO details differ from the VOC devkit: the
+  overlap with a crowd region is intersection / detection area (not IoU), and a detection
+  prefers a free ordinary object over a difficult one at the same threshold (VOC takes the
+  highest-IoU object of either kind). ``truncated`` is kept as an attribute.
 - categories get ids ``1..C`` in ``classes`` order (default: the names found, sorted, which for
   the 20 VOC classes is the usual order); objects of classes not listed are skipped (counted in
   one warning). Image ids are ``1..N`` in sorted VOC-id order (``"voc_id"`` keeps the name).
@@ -198,10 +205,8 @@ def voc_to_coco(src: str | os.PathLike, out: str | os.PathLike, split: str | Non
             bw, bh = x1 - x0 + 1, y1 - y0 + 1
             ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": cat_id[o["name"]],
                    "bbox": [_num(x0 - 1), _num(y0 - 1), _num(bw), _num(bh)], "area": _num(bw * bh),
-                   "iscrowd": 0,
+                   "iscrowd": int(bool(o["difficult"])),  # ignore region (module docstring)
                    "truncated": o["truncated"], "difficult": o["difficult"]}
-            if o["difficult"]:
-                ann["ignore"] = 1
             anns.append(ann)
     if skipped:
         warnings.warn(f"{src}: skipped objects of classes not in `classes`: {skipped}", stacklevel=2)

@@ -44,6 +44,7 @@ class ImageFolder(Dataset):
 
     class_names: list[str] = []
     num_classes = 0
+    meta: dict = {"labelled": False}  # dataset facts (percepta.data.facts): no labels
 
     def __init__(self, folder: str | os.PathLike, max_images: int = 0) -> None:
         self.folder = Path(folder)

@@ -14,12 +14,19 @@ Model contract (torchvision style):
 * ``model(images)`` in eval mode -> one dict per image: ``boxes [K,4]`` XYXY, ``scores [K]``,
   ``labels [K]`` (int64, 0..C-1) in original-image pixels, ``scores > score_threshold``,
   ``K <= top_k``.
-* ``images``: raw 0-255 RGB, ``uint8`` or float, ``[B,3,H,W]`` or a list of ``[3,H,W]`` of any
-  sizes. Each image is letterboxed into ``input_size x input_size``: resized keeping its aspect
-  ratio by ``scale = min(S/H, S/W)`` (not resized when it already is ``S x S``) and zero-padded at
-  the bottom/right. Training boxes are scaled by the same factor; predictions are mapped back by
-  ``x * stride / scale`` and clipped to the image. Normalisation (ImageNet mean/std, stored as
-  buffers) happens inside :meth:`CenterNet.forward_heads`, so an exported graph takes raw pixels.
+* ``images``: RGB ``[B,3,H,W]`` or a list of ``[3,H,W]`` of any sizes, in torchvision's
+  convention: ``uint8`` in 0-255, or floating point in 0-1 (``torchvision.io.decode_image(...)``
+  and ``transforms.v2.ToDtype(torch.float32, scale=True)`` give these). Floats are multiplied by
+  255 in :meth:`CenterNet.preprocess`, so ``img`` and ``img / 255`` give the same predictions;
+  a float image with values above :data:`FLOAT_IMAGE_MAX` is refused (it is 0-255 data passed as
+  float: pass it as ``uint8`` or divide it by 255). Each image is letterboxed into
+  ``input_size x input_size``: resized keeping its aspect ratio by ``scale = min(S/H, S/W)``
+  (not resized when it already is ``S x S``) and zero-padded at the bottom/right. Training
+  boxes are scaled by the same factor; predictions are mapped back by ``x * stride / scale``
+  and clipped to the image. Normalisation (ImageNet mean/std, stored as
+  buffers, in 0-255 units) happens inside :meth:`CenterNet.forward_heads`, which takes the
+  letterboxed float canvas in 0-255; the exported ONNX graph takes the letterboxed canvas as
+  float32 in 0-1 (see :mod:`percepta.export.onnx`).
 
 The exporter reuses :meth:`CenterNet.preprocess`, :meth:`CenterNet.forward_heads`,
 :func:`decode` and :meth:`CenterNet.postprocess`.
@@ -27,6 +34,7 @@ The exporter reuses :meth:`CenterNet.preprocess`, :meth:`CenterNet.forward_heads
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,13 +50,18 @@ from percepta.detection.centernet_decode import decode
 from percepta.detection.centernet_layers import CenterNetHead, CenterNetNeck
 from percepta.detection.centernet_targets import RADIUS_FORMULAS, build_targets
 from percepta.errors import DataError, PerceptaError
+from percepta.losses.distill import DistillConfig
 from percepta.losses.focal import gather_slots, penalty_reduced_focal_loss, reg_l1_loss
 from percepta.registry import MODELS
 
-__all__ = ["CenterNetConfig", "CenterNet", "build_centernet", "decode", "time_train_step_breakdown"]
+__all__ = ["CenterNetConfig", "CenterNet", "build_centernet", "decode", "as_pixels",
+           "FLOAT_IMAGE_MAX", "time_train_step_breakdown"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# A float image is 0-1 (torchvision's convention). Resampling (e.g. bicubic) may overshoot 1 a
+# little; anything above this is 0-255 data passed as float, and is refused rather than scaled.
+FLOAT_IMAGE_MAX = 1.5
 
 
 @dataclass
@@ -62,6 +75,7 @@ class CenterNetConfig:
     output_stride: int = 32  # 16/8: dilated last stage(s) (timm backbones); use one neck stage less per halving
     num_classes: int = 0  # 0 = taken from the dataset
     class_names: list[str] = field(default_factory=list)  # [] = taken from the dataset
+    category_ids: list[int] = field(default_factory=list)  # dataset category id per label; [] = from the dataset
     input_size: int = 512  # square letterbox canvas, a multiple of the backbone stride (32, or output_stride)
     neck_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
     head_conv: int = 64
@@ -77,10 +91,45 @@ class CenterNetConfig:
     channels_last: bool = False  # NHWC activations: ~20% faster convolutions on CPU (oneDNN)
     score_threshold: float = 0.01
     top_k: int = 100
+    # knowledge distillation from frozen teachers (training only; :mod:`.distill`)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def _check_float_range(images: Sequence[torch.Tensor]) -> None:
+    """Refuse float images that hold 0-255 data (one device sync for the whole batch)."""
+    floats = [im for im in images if im.is_floating_point() and im.numel()]
+    bad = [im for im in images if im.dtype != torch.uint8 and not im.is_floating_point()]
+    if bad:
+        raise DataError(f"images: dtype {bad[0].dtype} is not supported; pass uint8 (0-255) or "
+                        "float (0-1) images, as torchvision does")
+    if not floats:
+        return
+    top = float(torch.stack([im.detach().amax().float() for im in floats]).max())
+    if top > FLOAT_IMAGE_MAX:
+        raise DataError(
+            f"images: a float image has values up to {top:.4g}, but float images are 0-1 "
+            "(torchvision's convention); pass 0-255 pixels as uint8, or divide them by 255")
+
+
+def as_pixels(images: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """torchvision's image convention -> float32 in 0-255 (the canvas ``forward_heads`` takes).
+
+    ``uint8`` is taken as 0-255 and cast; floating point is taken as 0-1 and multiplied by 255
+    (as ``transforms.v2.ToDtype(torch.uint8, scale=True)`` would, without the rounding). With
+    ``check`` (default) a float image above :data:`FLOAT_IMAGE_MAX` raises ``DataError``.
+    """
+    if check:
+        _check_float_range([images])
+    if images.is_floating_point():
+        return images.float() * 255.0
+    return images.float()
 
 
 class CenterNet(nn.Module):
     """CenterNet detector; see the module docstring for the input/output contract.
+
+    Images follow torchvision: ``uint8`` in 0-255 or float in 0-1 (floats are scaled by 255 in
+    :meth:`preprocess`; a float image above :data:`FLOAT_IMAGE_MAX` raises ``DataError``).
 
     Args:
         backbone: module mapping normalised ``[B,3,H,W]`` to its last feature map, with
@@ -129,13 +178,30 @@ class CenterNet(nn.Module):
         self.score_threshold, self.top_k = score_threshold, top_k
         self.channels_last = bool(channels_last)
         self.distiller: Any = None  # a percepta.detection.distill.Distiller adds KD terms in training
+        self.distill_options: DistillConfig | None = None  # teachers loaded by prepare_training
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def prepare_training(self) -> None:
+        """Set-up the engine runs once before training (not when a checkpoint is rebuilt for
+        inference): load the ``distill.teachers`` (frozen) and attach their distiller."""
+        opts = self.distill_options
+        if opts is None or not opts.teachers or self.distiller is not None:
+            return
+        from percepta.detection.distill import attach_distiller, describe, load_teachers
+
+        teachers = load_teachers(opts)
+        attach_distiller(self, teachers, bool(opts.without_labels))
+        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            print(describe(teachers), flush=True)
 
     # ---------------------------------------------------------------- pieces the exporter reuses
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """Letterbox raw images into ``[B,3,S,S]`` float (still 0-255).
+        """Letterbox images into a ``[B,3,S,S]`` float canvas in 0-255.
+
+        ``uint8`` images are taken as 0-255 and float images as 0-1 (torchvision's convention,
+        scaled by 255 here); see :func:`as_pixels`.
 
         Returns:
             ``(batch, scales [B] float64, orig_sizes [(H, W), ...])``; a box of the original
@@ -150,11 +216,12 @@ class CenterNet(nn.Module):
                 raise DataError(f"images: expected [B,3,H,W] RGB, got {tuple(images.shape)}")
             if images.shape[-2:] == (s, s):  # fast path: nothing to resize
                 n = images.shape[0]
-                return (images.float(), torch.ones(n, dtype=torch.float64, device=images.device),
+                return (as_pixels(images), torch.ones(n, dtype=torch.float64, device=images.device),
                         [(s, s)] * n)
             images = list(images.unbind(0))
         if len(images) == 0:
             raise DataError("images: empty batch")
+        _check_float_range(images)
         device = images[0].device
         batch = torch.zeros(len(images), 3, s, s, device=device)
         scales, sizes = [], []
@@ -163,7 +230,7 @@ class CenterNet(nn.Module):
                 raise DataError(f"images[{i}]: expected [3,H,W] RGB, got {tuple(im.shape)}")
             h, w = int(im.shape[1]), int(im.shape[2])
             scale = min(s / h, s / w)
-            im = im.float()
+            im = as_pixels(im, check=False)
             if (h, w) != (s, s):
                 nh = min(s, max(1, round(h * scale)))
                 nw = min(s, max(1, round(w * scale)))
@@ -174,7 +241,8 @@ class CenterNet(nn.Module):
         return batch, torch.tensor(scales, dtype=torch.float64, device=device), sizes
 
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw letterboxed ``[B,3,S,S]`` (0-255) -> ``heat`` (sigmoid), ``wh``, ``reg`` maps."""
+        """Letterboxed float canvas ``[B,3,S,S]`` in 0-255 (:meth:`preprocess`'s output) ->
+        ``heat`` (sigmoid), ``wh``, ``reg`` maps. ImageNet normalisation happens here."""
         x = (x - self.pixel_mean) / self.pixel_std
         if self.channels_last:  # same numbers, NHWC layout (a no-op in exported graphs)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -199,10 +267,14 @@ class CenterNet(nn.Module):
     # ---------------------------------------------------------------------------- training
     def make_targets(self, targets: Sequence[dict[str, Any]], scales: torch.Tensor,
                      output_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Validate target dicts, scale their boxes to output-map units, build the targets."""
+        """Validate target dicts, scale their boxes to output-map units, build the targets.
+
+        ``target["ignore_boxes"]`` (optional ``[M,4]`` XYXY, crowd / VOC-difficult regions) is
+        scaled the same way; its cells get no negative heat-map loss (:func:`build_targets`).
+        """
         if len(targets) != len(scales):
             raise DataError(f"targets: got {len(targets)} target dicts for {len(scales)} images")
-        boxes, labels = [], []
+        boxes, labels, ignore = [], [], []
         factors = scales.detach().to("cpu", torch.float64) / self.stride
         for i, t in enumerate(targets):
             where = f"target of image {t.get('image_id', i)!r}" if isinstance(t, dict) else f"targets[{i}]"
@@ -222,15 +294,18 @@ class CenterNet(nn.Module):
                 raise DataError(f"{where}: boxes contain NaN or inf")
             boxes.append(b.to(torch.float64) * float(factors[i]))
             labels.append(lab)
+            ignore.append(_ignore_boxes(t, where) * float(factors[i]))
         device = self.pixel_mean.device
         boxes = [b.to(device) for b in boxes]
         return build_targets(boxes, labels, self.num_classes, output_size, max_objs=self.max_objs,
-                             radius_formula=self.radius_formula, min_overlap=self.min_overlap)
+                             radius_formula=self.radius_formula, min_overlap=self.min_overlap,
+                             ignore_boxes=ignore)
 
     def compute_losses(self, out: dict[str, torch.Tensor], tg: dict[str, torch.Tensor]
                        ) -> dict[str, torch.Tensor]:
         """Weighted focal + size L1 + offset L1 (CenterNet ``CtdetLoss``)."""
-        hm = penalty_reduced_focal_loss(out["heat"].float(), tg["heatmap"])
+        hm = penalty_reduced_focal_loss(out["heat"].float(), tg["heatmap"],
+                                        ignore=tg.get("ignore"))  # crowd cells: no negatives
         wh = gather_slots(out["wh"].float(), tg["ind"])
         if self.cat_spec_wh:  # only the ground-truth class's (w, h) pair is supervised
             b, m = tg["ind"].shape
@@ -268,7 +343,22 @@ class CenterNet(nn.Module):
         return self.postprocess(dets, scales, sizes)
 
 
-@MODELS.register("centernet", options=CenterNetConfig)
+def _ignore_boxes(target: dict[str, Any], where: str) -> torch.Tensor:
+    """``target["ignore_boxes"]`` as a float64 ``[M,4]`` tensor (``[0,4]`` when absent)."""
+    ign = target.get("ignore_boxes")
+    if ign is None:
+        return torch.zeros(0, 4, dtype=torch.float64)
+    ign = torch.as_tensor(ign).as_subclass(torch.Tensor)
+    if ign.numel() == 0:
+        return ign.reshape(0, 4).to(torch.float64)
+    if ign.dim() != 2 or ign.shape[1] != 4 or not torch.isfinite(ign).all():
+        raise DataError(f"{where}: ignore_boxes must be a finite [M,4] XYXY tensor, got "
+                        f"shape {tuple(ign.shape)}")
+    return ign.to("cpu", torch.float64)
+
+
+@MODELS.register("centernet", options=CenterNetConfig, task="detection",
+                 resolve=lambda cfg, facts: resolve_centernet_options(cfg, facts))
 def build_centernet(cfg: CenterNetConfig) -> CenterNet:
     """CenterNet / centerX detector (timm or torchvision backbone, letterboxed input)."""
     if cfg.num_classes < 1:
@@ -285,8 +375,27 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         wh_weight=cfg.wh_weight, off_weight=cfg.off_weight, norm_wh=cfg.norm_wh,
         score_threshold=cfg.score_threshold, top_k=cfg.top_k,
         channels_last=getattr(cfg, "channels_last", False))
+    model.distill_options = cfg.distill
     model.config = cfg
     return model
+
+
+def resolve_centernet_options(cfg: CenterNetConfig, facts: Any) -> CenterNetConfig:
+    """Complete the options before building (:data:`percepta.registry.Entry.resolve`): a
+    label-free distilled student takes its classes from the teachers when neither the config
+    nor the data name them; unlabelled training data needs ``distill.without_labels``."""
+    kd = cfg.distill
+    if not kd.teachers:
+        return cfg
+    from percepta.detection.distill import DistillationError, teacher_class_names
+
+    if facts.has_train and not facts.train_labelled and not kd.without_labels:
+        raise DistillationError("data.train has no labels: set model.distill.without_labels=true "
+                                "to train on the teachers' outputs alone")
+    if not cfg.class_names:
+        names = teacher_class_names(kd)
+        cfg = dataclasses.replace(cfg, class_names=names, num_classes=len(names))
+    return cfg
 
 
 def time_train_step_breakdown(model: CenterNet, batch: tuple[Any, Sequence[dict[str, Any]]],

@@ -20,6 +20,17 @@ Two radius formulas (CornerNet's ``gaussian_radius``):
 * ``"centerx"``: the corrected roots, evaluated in float32 on the float box size as centerX does;
   ~3x smaller radii, hence centerX's ``min_overlap=0.3``.
 
+Ignore regions (crowd boxes, VOC "difficult" objects; a percepta addition): they get no slot
+and no Gaussian (no positive target), and ``ignore [B,1,H,W]`` marks the heat-map cells they
+cover, where :func:`percepta.losses.focal.penalty_reduced_focal_loss` adds no negative term for
+any class (class-agnostic, like mmdetection's ``gt_bboxes_ignore``). A box ``[x1, y1, x2, y2]``
+in output-map units covers cell ``(row j, column i)`` when the cell's span ``[i, i+1) x [j, j+1)``
+overlaps the box's interior, i.e. ``floor(x1) <= i < ceil(x2)`` and ``floor(y1) <= j < ceil(y2)``
+(clipped to the map): exactly the cells whose decoded centre ``i + reg_x`` (``reg`` in ``[0, 1)``)
+can lie inside the box. Zero-size boxes cover nothing. The official CenterNet trains crowd boxes
+as ordinary objects and centerX drops them, i.e. trains them as background (see
+:mod:`percepta.losses.focal`); with no ignore box the targets are unchanged.
+
 The radius is clamped at 0 and truncated to an integer. The box geometry is computed in float64
 and the centre cast to float32 before flooring, so the targets equal the official numpy ones
 exactly. Why by hand: no library draws CenterNet's targets; the drawing is batched here with one
@@ -30,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["RADIUS_FORMULAS", "gaussian_radius", "build_targets"]
+__all__ = ["RADIUS_FORMULAS", "gaussian_radius", "build_targets", "ignore_mask"]
 
 RADIUS_FORMULAS = ("centernet", "centerx")
 
@@ -77,7 +88,8 @@ def _int_radius(wh64: torch.Tensor, min_overlap: float, formula: str) -> torch.T
 def build_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
                   output_size: tuple[int, int], *, max_objs: int = 128,
                   radius_formula: str = "centerx", min_overlap: float = 0.3,
-                  cat_spec_wh: bool = False) -> dict[str, torch.Tensor]:
+                  cat_spec_wh: bool = False,
+                  ignore_boxes: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """All CenterNet targets of a batch.
 
     Args:
@@ -90,11 +102,14 @@ def build_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_cla
         radius_formula: ``"centernet"`` or ``"centerx"``.
         min_overlap: Gaussian radius overlap parameter.
         cat_spec_wh: also return ``cls_ind`` (the class of each slot) for class-specific sizes.
+        ignore_boxes: per image, ``[M_i,4]`` XYXY ignore regions in output-map units (or
+            ``None``): cells they cover get no negative loss (module docstring).
 
     Returns:
         dict with ``heatmap [B,C,H,W]`` float32, ``wh [B,M,2]`` float32, ``reg [B,M,2]`` float32,
         ``ind [B,M]`` int64, ``mask [B,M]`` float32, ``cls [B,M]`` int64 (slot class, 0 if empty),
-        ``radius [B,M]`` int64 (-1 if empty), ``num_objects`` (int).
+        ``radius [B,M]`` int64 (-1 if empty), ``ignore [B,1,H,W]`` bool (cells of ignore
+        regions; all false without them), ``num_objects`` (int).
     """
     if radius_formula not in RADIUS_FORMULAS:
         raise ValueError(f"radius_formula must be one of {RADIUS_FORMULAS}, got {radius_formula!r}")
@@ -142,8 +157,40 @@ def build_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_cla
         "mask": vmask,
         "cls": cls_pad,
         "radius": radius,
+        "ignore": ignore_mask(ignore_boxes, bsz, (height, width), device),
         "num_objects": int(bi.numel()),
     }
+
+
+def ignore_mask(ignore_boxes: list[torch.Tensor] | None, batch_size: int,
+                output_size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[B,1,H,W]`` bool: the output-map cells covered by each image's ignore boxes.
+
+    A cell ``(j, i)`` is covered when ``floor(x1) <= i < ceil(x2)`` and ``floor(y1) <= j <
+    ceil(y2)`` (module docstring); boxes are in output-map units, any float dtype.
+    """
+    height, width = int(output_size[0]), int(output_size[1])
+    out = torch.zeros(batch_size, height, width, dtype=torch.bool, device=device)
+    if not ignore_boxes:
+        return out.unsqueeze(1)
+    if len(ignore_boxes) != batch_size:
+        raise ValueError(f"ignore_boxes has {len(ignore_boxes)} entries for {batch_size} images")
+    per_image = [torch.as_tensor(b).as_subclass(torch.Tensor).reshape(-1, 4) for b in ignore_boxes]
+    img = torch.cat([torch.full((len(b),), i, dtype=torch.int64) for i, b in enumerate(per_image)])
+    if img.numel() == 0:
+        return out.unsqueeze(1)
+    box = torch.cat([b.to(torch.float64) for b in per_image]).to(device)
+    img = img.to(device)
+    x0, y0 = box[:, 0].floor(), box[:, 1].floor()
+    x1, y1 = box[:, 2].ceil(), box[:, 3].ceil()
+    cols = torch.arange(width, device=device, dtype=torch.float64)
+    rows = torch.arange(height, device=device, dtype=torch.float64)
+    in_x = (cols >= x0[:, None]) & (cols < x1[:, None])  # [N, W]
+    in_y = (rows >= y0[:, None]) & (rows < y1[:, None])  # [N, H]
+    real = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])  # zero-size boxes cover nothing
+    cover = (in_y[:, :, None] & in_x[:, None, :] & real[:, None, None]).to(torch.float32)
+    count = torch.zeros(batch_size, height, width, device=device).index_add_(0, img, cover)
+    return (count > 0).unsqueeze(1)
 
 
 def _draw_gaussians(heat: torch.Tensor, img: torch.Tensor, cls: torch.Tensor,

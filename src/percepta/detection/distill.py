@@ -1,6 +1,6 @@
 """Knowledge distillation of a CenterNet student from one or several CenterNet teachers (centerX).
 
-:func:`load_teachers` reads the ``distill.teachers`` checkpoints (frozen, eval mode) and
+:func:`load_teachers` reads the ``model.distill.teachers`` checkpoints (frozen, eval mode) and
 :func:`attach_distiller` maps every teacher's classes to the student's classes **by name** and
 attaches a :class:`Distiller` to the student, whose training forward then adds, per teacher
 ``t`` (losses in :mod:`percepta.losses.distill`):
@@ -69,15 +69,19 @@ class Teacher:
 
 
 def _load_teacher(i: int, opts: TeacherConfig) -> Teacher:
+    from percepta.checkpoints import (
+        CheckpointError,
+        check_task,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
     from percepta.detection.centernet import CenterNet
-    from percepta.engine.checkpoint import CheckpointError, check_task, load_checkpoint
-    from percepta.engine.checkpoint import model_from_checkpoint
 
     name = opts.name or f"t{i}"
     path = str(opts.checkpoint)
     label = f"teacher {name!r} ({path or 'no checkpoint'})"
     if not path:
-        raise DistillationError(f"distill.teachers[{i}].checkpoint is not set ({label})")
+        raise DistillationError(f"model.distill.teachers[{i}].checkpoint is not set ({label})")
     try:
         ckpt = load_checkpoint(path)
         check_task(ckpt, "detection", path)
@@ -94,7 +98,7 @@ def _load_teacher(i: int, opts: TeacherConfig) -> Teacher:
     classes = list(opts.classes) or names
     unknown = [c for c in classes if c not in names]
     if unknown:
-        raise DistillationError(f"{label}: distill.teachers[{i}].classes names {unknown}, which "
+        raise DistillationError(f"{label}: model.distill.teachers[{i}].classes names {unknown}, which "
                                 f"the teacher does not detect (its classes: {names})")
     model.eval()
     for p in model.parameters():
@@ -110,15 +114,34 @@ def load_teachers(cfg: DistillConfig) -> list[Teacher]:
     for t in teachers:
         if t.name in seen_names:
             raise DistillationError(f"two teachers are named {t.name!r} ({seen_names[t.name].source} "
-                                    f"and {t.source}); give them distinct distill.teachers[].name")
+                                    f"and {t.source}); give them distinct model.distill.teachers[].name")
         seen_names[t.name] = t
         for c in t.classes:
             if c in owner:
                 raise DistillationError(
                     f"class {c!r} is claimed by two teachers: {owner[c].label} and {t.label}; "
-                    "restrict one of them with distill.teachers[].classes")
+                    "restrict one of them with model.distill.teachers[].classes")
             owner[c] = t
     return teachers
+
+
+def teacher_class_names(cfg: DistillConfig) -> list[str]:
+    """The classes the configured teachers teach, read from their checkpoints' configs
+    (without building them): the classes of a label-free student with no class names."""
+    from percepta.checkpoints import CheckpointError, load_checkpoint
+
+    names: list[str] = []
+    for i, t in enumerate(cfg.teachers):
+        label = f"teacher {t.name or f't{i}'!r} ({t.checkpoint or 'no checkpoint'})"
+        if not t.checkpoint:
+            raise DistillationError(f"model.distill.teachers[{i}].checkpoint is not set ({label})")
+        try:
+            model_cfg = load_checkpoint(t.checkpoint)["config"].get("model", {})
+        except CheckpointError as e:
+            raise DistillationError(f"{label}: {e}") from None
+        own = list(model_cfg.get("class_names") or [])
+        names.extend(list(t.classes) or own)
+    return names
 
 
 def student_class_names(teachers: Sequence[Teacher]) -> list[str]:
@@ -194,7 +217,7 @@ def attach_distiller(student: nn.Module, teachers: Sequence[Teacher],
         if missing:
             raise DistillationError(
                 f"{t.label}: class {missing[0]!r} is not a student class (student classes: "
-                f"{names}); add it to model.class_names or restrict distill.teachers[].classes")
+                f"{names}); add it to model.class_names or restrict model.distill.teachers[].classes")
         t_names = list(t.model.class_names) or [str(c) for c in range(t.model.num_classes)]
         t.teacher_channels = [t_names.index(c) for c in t.classes]
         t.student_channels = [names.index(c) for c in t.classes]

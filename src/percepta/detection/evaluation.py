@@ -8,12 +8,22 @@
   thresholds, oLRP for small / medium / large objects) comes from :mod:`percepta.detection.olrp`
   (our numpy port of the official LRP-Error code, IoU 0.5, maxDets 100).
 
+Ignore regions: ground truths with ``iscrowd=1`` (COCO crowds, and Pascal VOC "difficult"
+objects, which :mod:`percepta.data.convert` writes as ``iscrowd=1``) are ignored by both metric
+families, as in the COCO and VOC protocols: a detection matched to one (overlap = intersection /
+detection area, any number of detections per region, ordinary objects matched first) is neither
+a true nor a false positive, and the region is never a miss. ``iscrowd`` is the only flag read
+(an ``"ignore"`` field is overwritten by pycocotools and faster-coco-eval, and so here too).
+``tests/detection/test_ignore_regions.py`` pins hand-computed AP and oLRP on such a case and
+agreement with pycocotools run on the same json.
+
 Undefined values (COCO's ``-1`` for "no GT in this area range", LRP's ``NaN`` for "no true
 positive", an empty mean) are ``NaN`` in the returned dicts, ``null`` in JSON and ``-`` in tables.
 
 Entry points: :func:`evaluate_results` (plain function on a GT and a results list),
-:class:`DetectionEvaluator` (a ``torchmetrics.Metric`` for training loops and DDP),
-:func:`format_table`, and :func:`cli_score` behind ``percepta score detection``.
+:class:`DetectionEvaluator` (a :class:`percepta.evaluator.Evaluator`, i.e. a torchmetrics
+``Metric``, for training loops and DDP; builder ``coco``), :func:`format_table`, and
+:func:`cli_score` behind ``percepta score detection``.
 """
 
 from __future__ import annotations
@@ -21,15 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from percepta.data.facts import dataset_meta
 from percepta.detection.coco_results import (
     GroundTruth,
     array_to_records,
@@ -39,6 +50,7 @@ from percepta.detection.coco_results import (
 )
 from percepta.detection.olrp import optimal_lrp
 from percepta.errors import DataError, NotAvailableError
+from percepta.evaluator import Evaluator
 from percepta.jsonable import to_jsonable
 from percepta.registry import EVALUATORS
 
@@ -164,7 +176,7 @@ def _fmt(x: Any, width: int = 7) -> str:
     return f"{x:.3f}".rjust(width)
 
 
-def format_table(metrics: dict[str, Any], per_class: bool = True) -> str:
+def format_table(metrics: Mapping[str, Any], per_class: bool = True) -> str:
     """A readable summary (and, if ``per_class``, one line per category) of ``metrics``.
 
     Values are fractions with 3 decimals, as pycocotools prints them; ``-`` marks undefined
@@ -218,8 +230,9 @@ def cli_score(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # torchmetrics wrapper
 
-class DetectionEvaluator(Metric):
-    """COCO AP family + optimal LRP as a ``torchmetrics.Metric``.
+class DetectionEvaluator(Evaluator):
+    """COCO AP family + optimal LRP as a :class:`percepta.evaluator.Evaluator` (primary metric
+    ``AP``, higher is better; ``format_table(metrics)`` prints the summary and per-class table).
 
     ``update(preds, targets)`` stores the detections (rows ``[image_id, x, y, w, h, score,
     category_id]`` in a "cat"-reduced list state, so DDP gathers them) and the ids of every image
@@ -305,8 +318,9 @@ class DetectionEvaluator(Metric):
         return evaluate_results(self.gt, rows, img_ids=img_ids, cat_ids=self.cat_ids, olrp=self.olrp,
                                 class_names=self.class_names)
 
-    def format_table(self, metrics: dict[str, Any], per_class: bool = True) -> str:
-        return format_table(metrics, per_class=per_class)
+    def format_table(self, metrics: Mapping[str, Any]) -> str:
+        """The AP / oLRP summary and the per-class table of a :meth:`compute` result."""
+        return format_table(metrics, per_class=True)
 
 
 @dataclass
@@ -318,7 +332,21 @@ class CocoEvaluatorOptions:
 
 
 @EVALUATORS.register("coco", options=CocoEvaluatorOptions)
-def build_coco_evaluator(options: CocoEvaluatorOptions, dataset: Any) -> DetectionEvaluator:
-    """COCO AP/AR (faster-coco-eval) + optimal LRP, per-class tables."""
-    return DetectionEvaluator(dataset.coco_gt, cat_ids=list(dataset.cat_ids), olrp=options.olrp,
-                              class_names=list(dataset.class_names) if dataset.class_names else None)
+def build_coco_evaluator(options: CocoEvaluatorOptions | None, dataset: Any) -> DetectionEvaluator:
+    """COCO AP/AR (faster-coco-eval) + optimal LRP, per-class tables.
+
+    ``options=None`` means the defaults. The ground truth is ``dataset.coco_gt``; the label ->
+    category id map and the display names come from ``dataset.meta`` (``category_ids``,
+    ``class_names``; without them, the ground truth's sorted categories and names).
+    """
+    options = options if options is not None else CocoEvaluatorOptions()
+    coco_gt = getattr(dataset, "coco_gt", None)
+    if coco_gt is None:
+        what = "no dataset" if dataset is None else f"dataset {type(dataset).__name__}"
+        raise DataError(f"evaluator 'coco' needs a COCO-format validation dataset (one with "
+                        f"'coco_gt'), got {what}; set data.val to a coco dataset")
+    meta = dataset_meta(dataset)
+    cat_ids = meta.get("category_ids") or None
+    names = meta.get("class_names") or None
+    return DetectionEvaluator(coco_gt, cat_ids=list(cat_ids) if cat_ids else None,
+                              olrp=options.olrp, class_names=list(names) if names else None)

@@ -12,9 +12,10 @@ Matching (COCO semantics, IoU threshold tau = 0.5 only)
     ties) and cut to ``maxDets = 100``; each detection in turn takes the free ground truth (GT)
     with the highest IoU >= tau, preferring non-ignored GTs over ignored ones; among equal IoUs
     the later GT in file order wins (exactly pycocotools' scan). A GT is *ignored* in area range
-    ``a`` when it is a crowd region (``iscrowd=1``) or its ``area`` lies outside the range;
+    ``a`` when it is a crowd region (``iscrowd=1``: COCO crowds and Pascal VOC "difficult"
+    objects, see :mod:`percepta.data.convert`) or its ``area`` lies outside the range;
     crowd GTs stay free and absorb any number of detections (IoU with a crowd region is
-    intersection / detection area). A detection matched to an ignored GT is ignored; an unmatched
+    intersection / detection area), count in no ``G`` (never a miss). A detection matched to an ignored GT is ignored; an unmatched
     detection whose own area (``w * h``) lies outside the range is ignored; other unmatched
     detections are false positives (FP). Matched IoUs are kept for the localisation error.
     Area ranges are COCO's: all [0, 1e10], small [0, 32^2], medium [32^2, 96^2], large

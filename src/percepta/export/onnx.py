@@ -1,19 +1,21 @@
 """ONNX export of CenterNet with normalisation, network and the whole decode inside the graph.
 
 ``percepta export CKPT --format onnx`` (:func:`cli_export`) -> :func:`export_checkpoint` ->
-:func:`export_onnx`. The graph takes the *letterboxed* raw RGB batch ``images`` (float32
-``[B,3,H,W]``, values 0-255; ``B``, ``H`` and ``W`` dynamic, ``H`` and ``W`` multiples of the
-backbone stride 32) and, with ``decode="full"`` (default), returns the final detections
+:func:`export_onnx`. The graph takes the *letterboxed* RGB batch ``images`` (float32
+``[B,3,H,W]``, values 0-1 as torchvision's float images; ``B``, ``H`` and ``W`` dynamic, ``H``
+and ``W`` multiples of the backbone stride 32) and, with ``decode="full"`` (default), returns the
+final detections
 
 * ``boxes [B,K,4]`` float32 XYXY in pixels of the graph's input image,
 * ``scores [B,K]`` float32 sorted descending, ``labels [B,K]`` int64,
 
-computed by exactly the PyTorch code: :meth:`CenterNet.forward_heads` (ImageNet normalisation,
-backbone, neck, heads) then :func:`percepta.detection.centernet_decode.decode` (3x3 max-pool peak
-picking with ``==``, two-stage top-K, offset/size gathering, box assembly), times the output
-stride. Letterboxing, the score threshold and the mapping back to the original image (divide by
-the letterbox scale, clip) stay on the host, in :class:`percepta.export.runtime.OnnxPredictor`,
-because they are per-image and data dependent (resize to a size that depends on the image).
+computed by exactly the PyTorch code: ``x 255`` (:func:`graph_input_to_canvas`), then
+:meth:`CenterNet.forward_heads` (ImageNet normalisation, backbone, neck, heads), then
+:func:`percepta.detection.centernet_decode.decode` (3x3 max-pool peak picking with ``==``,
+two-stage top-K, offset/size gathering, box assembly), times the output stride. Letterboxing,
+the score threshold and the mapping back to the original image (divide by the letterbox scale,
+clip) stay on the host, in :class:`percepta.export.runtime.OnnxPredictor`, because they are
+per-image and data dependent (resize to a size that depends on the image).
 
 ``decode="peaks"`` writes centerX's "peaks only" graph instead (CPFLAME/centerX
 ``projects/speedup``): outputs ``heat_peaks = heat * keep`` with
@@ -27,11 +29,16 @@ layers in fp32. In fp32 the result is bit-identical to the ``==`` mask for every
 larger by only d < 1e-9 (a few ulps) leaks ``h * (1 - 1e9 * d) <= max_h h * (1 - 59.6 h) ~ 0.0042``
 (d >= ulp(h) >= h * 2**-24), so any score threshold >= 0.005 sees exactly the ``==`` result.
 
-Input dtype: float32. The host letterbox (an antialiased resize in float, exactly as
-``CenterNet.preprocess``) produces non-integer pixel values, so a uint8 graph input would force a
-rounding step the PyTorch model does not have and break exact parity; images that need no resize
-gain nothing either (the cast is the first, cheapest node). Callers pass uint8 or float images
-to :class:`~percepta.export.runtime.OnnxPredictor`, which casts them like the model does.
+Input: float32 in 0-1 (metadata ``input_dtype=float32``, ``input_range=0-1``), the rule every
+percepta model follows (torchvision's): ``uint8`` images are 0-255, float images 0-1. The host
+letterbox (an antialiased resize in float, exactly as ``CenterNet.preprocess``) produces
+non-integer pixel values, so a uint8 graph input would force a rounding step the PyTorch model
+does not have and break exact parity; images that need no resize gain nothing either (the cast
+is the first, cheapest node). The graph multiplies its input by 255 before the model's own
+normalisation. Callers pass uint8 (0-255) or float (0-1) images of any size to
+:class:`~percepta.export.runtime.OnnxPredictor`, which letterboxes them with the model's own
+``preprocess`` and divides the canvas by 255; exports written before ``input_range`` existed
+took 0-255 and are fed 0-255 by the predictor.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` with ``dynamic_axes``.
 It is deprecated since torch 2.9 but still works in 2.14, traces the model in ~2-4 s and gives
@@ -44,7 +51,7 @@ K = 100); :func:`export_onnx` checks this for ``input_size``.
 
 Everything the predictor needs is stored in the model's ``metadata_props`` (see
 :data:`METADATA_KEYS`): class names (JSON), input size, stride, top-K, score threshold,
-decode mode, input dtype, percepta version. Deformable convolutions (DCNv2,
+decode mode, input dtype and range, percepta version. Deformable convolutions (DCNv2,
 ``torchvision.ops.DeformConv2d``) have no ONNX operator: such models are refused up front.
 """
 
@@ -58,20 +65,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
 from percepta.errors import PerceptaError
 
-__all__ = ["ExportError", "METADATA_KEYS", "peaks_only", "DetectionGraph", "PeaksGraph",
-           "export_onnx", "export_checkpoint", "check_parity", "parity_images", "cli_export"]
+__all__ = ["ExportError", "METADATA_KEYS", "INPUT_RANGE", "graph_input_to_canvas", "peaks_only",
+           "DetectionGraph", "PeaksGraph", "export_onnx", "export_checkpoint", "check_parity",
+           "parity_images", "cli_export"]
 
 MIN_OPSET = 11  # float Equal, GatherElements, TopK with a K input
 MAX_OPSET = 20  # highest opset of the TorchScript exporter in torch 2.14
 METADATA_KEYS = ("percepta_version", "task", "model", "decode", "class_names", "num_classes",
                  "input_size", "stride", "top_k", "score_threshold", "cat_spec_wh", "input_dtype",
-                 "outputs")
+                 "input_range", "outputs")
+INPUT_RANGE = "0-1"  # the graph's float input range (torchvision's float image convention)
 
 
 class ExportError(PerceptaError):
@@ -81,16 +89,22 @@ class ExportError(PerceptaError):
 def peaks_only(heat: torch.Tensor) -> torch.Tensor:
     """centerX's ``==``-free peak map: ``heat * relu(heat - maxpool3x3(heat) + 1e-9) * 1e9``.
 
-    Always computed in float32 (see the module docstring for the fp16 NaN pitfall).
+    Always computed in float32 (see the module docstring for the fp16 NaN pitfall). The one
+    peak picker, :func:`percepta.detection.centernet_decode.peak_mask`, with ``equality_free``.
     """
-    heat = heat.float()
-    hmax = F.max_pool2d(heat, 3, stride=1, padding=1)
-    keep = torch.relu(heat - hmax + 1e-9) * 1e9
-    return heat * keep
+    from percepta.detection.centernet_decode import peak_mask
+
+    return peak_mask(heat, 3, equality_free=True)
+
+
+def graph_input_to_canvas(images: torch.Tensor) -> torch.Tensor:
+    """The graph's float 0-1 input -> the 0-255 canvas :meth:`CenterNet.forward_heads` takes."""
+    return images.float() * 255.0
 
 
 class DetectionGraph(nn.Module):
-    """The exported ``decode="full"`` graph: raw letterboxed images -> boxes, scores, labels."""
+    """The exported ``decode="full"`` graph: letterboxed images (float 0-1) -> boxes, scores,
+    labels."""
 
     def __init__(self, model: nn.Module, top_k: int) -> None:
         super().__init__()
@@ -100,7 +114,7 @@ class DetectionGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from percepta.detection.centernet_decode import decode
 
-        out = self.model.forward_heads(images.float())
+        out = self.model.forward_heads(graph_input_to_canvas(images))
         dets = decode(out["heat"].float(), out["wh"].float(), out["reg"].float(), k=self.top_k,
                       cat_spec_wh=self.model.cat_spec_wh)
         boxes = dets[..., :4] * self.model.stride
@@ -108,14 +122,15 @@ class DetectionGraph(nn.Module):
 
 
 class PeaksGraph(nn.Module):
-    """The exported ``decode="peaks"`` graph: raw images -> ``heat_peaks``, ``reg``, ``wh`` maps."""
+    """The exported ``decode="peaks"`` graph: letterboxed images (float 0-1) -> ``heat_peaks``,
+    ``reg``, ``wh`` maps."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model.forward_heads(images.float())
+        out = self.model.forward_heads(graph_input_to_canvas(images))
         return peaks_only(out["heat"]), out["reg"].float(), out["wh"].float()
 
 
@@ -174,6 +189,8 @@ def _metadata(model: nn.Module, decode: str, top_k: int) -> dict[str, str]:
         "model": "centernet",
         "decode": decode,
         "class_names": json.dumps(names),
+        "category_ids": json.dumps([int(c) for c in getattr(getattr(model, "config", None),
+                                                            "category_ids", None) or []]),
         "num_classes": str(int(model.num_classes)),
         "input_size": str(int(model.input_size)),
         "stride": str(int(model.stride)),
@@ -181,6 +198,7 @@ def _metadata(model: nn.Module, decode: str, top_k: int) -> dict[str, str]:
         "score_threshold": repr(float(model.score_threshold)),
         "cat_spec_wh": json.dumps(bool(model.cat_spec_wh)),
         "input_dtype": "float32",
+        "input_range": INPUT_RANGE,
         "outputs": json.dumps(outputs),
     }
 
@@ -249,7 +267,7 @@ def export_onnx(model: nn.Module, path: str | Path, decode: str = "full", top_k:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = (f"percepta CenterNet, decode={decode}: input 'images' float32 [B,3,H,W] "
-                        "raw RGB 0-255 letterboxed (H, W multiples of 32); see metadata_props")
+                        "RGB in 0-1, letterboxed (H, W multiples of 32); see metadata_props")
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return path
@@ -319,7 +337,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path | None = None,
     Returns:
         ``{"path", "decode", "opset", "top_k", "size_mb", "parity": dict or None}``.
     """
-    from percepta.engine.checkpoint import check_task, load_checkpoint, load_model
+    from percepta.checkpoints import check_task, load_checkpoint, load_model
 
     _check_basic(decode, top_k, opset)
     ckpt_path = Path(ckpt_path)

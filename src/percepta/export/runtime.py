@@ -13,6 +13,10 @@ weight-free object that carries only the attributes those methods read (``input_
 ``centernet_decode.decode`` on the returned peak maps (the peak map's own maxima are exactly the
 original peaks, so the result equals the full decode).
 
+Images follow torchvision's rule, as the PyTorch model: ``uint8`` in 0-255, float in 0-1. The
+letterboxed 0-255 canvas is divided by 255 for the graph, which takes float32 in 0-1
+(``input_range`` metadata; exports without that key took 0-255 and get the canvas unscaled).
+
 :func:`compare_predictions` pairs two lists of prediction dicts for parity checks.
 """
 
@@ -33,6 +37,10 @@ __all__ = ["OnnxPredictor", "compare_predictions", "read_metadata"]
 
 _REQUIRED = ("task", "decode", "class_names", "input_size", "stride", "top_k", "score_threshold",
              "cat_spec_wh")
+# graph input range (metadata ``input_range``) -> divisor of the model's 0-255 letterbox canvas.
+# Division (not a multiplication by 1/255) round-trips exactly through the graph's "x 255" for
+# every canvas value tried (all integers, 1e6 uniform floats), so the graph sees the PyTorch canvas.
+_INPUT_DIVISOR = {"0-1": 255.0, "0-255": 1.0}
 
 
 def _centernet_cls() -> type:
@@ -74,6 +82,8 @@ def read_metadata(session: Any, path: str | Path) -> dict[str, Any]:
             "cat_spec_wh": bool(json.loads(raw["cat_spec_wh"])),
             "percepta_version": raw.get("percepta_version", "?"),
             "input_dtype": raw.get("input_dtype", "float32"),
+            # exports without the key predate the 0-1 rule: their graph takes 0-255
+            "input_range": raw.get("input_range", "0-255"),
         }
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable percepta metadata ({e})") from None
@@ -82,6 +92,9 @@ def read_metadata(session: Any, path: str | Path) -> dict[str, Any]:
                               f"detection exports")
     if meta["decode"] not in ("full", "peaks"):
         raise CheckpointError(f"{path}: unknown decode mode {meta['decode']!r} in its metadata")
+    if meta["input_range"] not in _INPUT_DIVISOR:
+        raise CheckpointError(f"{path}: unknown input_range {meta['input_range']!r} in its "
+                              f"metadata (known: {sorted(_INPUT_DIVISOR)})")
     return meta
 
 
@@ -150,7 +163,8 @@ class OnnxPredictor:
                 f"input_size={self.input_size}, classes={len(self.class_names)})")
 
     def run_graph(self, batch: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        """Run the graph on an already letterboxed float batch ``[B,3,H,W]`` (0-255)."""
+        """Run the graph on an already letterboxed float batch ``[B,3,H,W]`` in the graph's
+        input range (``metadata["input_range"]``: 0-1 for current exports)."""
         if isinstance(batch, torch.Tensor):
             batch = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -158,11 +172,12 @@ class OnnxPredictor:
         return dict(zip(self._outputs, outs))
 
     def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Raw 0-255 RGB ``[B,3,H,W]`` or list of ``[3,H,W]`` (uint8 or float, any sizes) ->
-        one dict per image: ``boxes [K,4]``, ``scores [K]``, ``labels [K]`` (CPU tensors,
-        original-image pixels)."""
+        """RGB ``[B,3,H,W]`` or list of ``[3,H,W]`` of any sizes, ``uint8`` in 0-255 or float in
+        0-1 (torchvision's convention, as the PyTorch model) -> one dict per image:
+        ``boxes [K,4]``, ``scores [K]``, ``labels [K]`` (CPU tensors, original-image pixels)."""
         with torch.no_grad():  # plain tensors, like the model's own eval output
-            batch, scales, sizes = self._geometry.preprocess(images)
+            batch, scales, sizes = self._geometry.preprocess(images)  # 0-255 canvas
+            batch = batch / _INPUT_DIVISOR[self.metadata["input_range"]]
             out = {k: torch.from_numpy(v) for k, v in self.run_graph(batch).items()}
             if self.decode == "full":
                 boxes, scores, labels = out["boxes"], out["scores"], out["labels"]

@@ -43,7 +43,7 @@ __all__ = [
 
 @dataclass
 class TeacherConfig:
-    """One entry of ``distill.teachers``."""
+    """One entry of ``model.distill.teachers``."""
 
     checkpoint: str = ""  # a percepta detection checkpoint (any backbone)
     name: str = ""  # used in the loss names (loss_kd_heatmap_<name>); default t0, t1, ...
