@@ -142,6 +142,9 @@ def test_table_lists_every_metric():
     table = format_table(quality_metrics(X, Y), higher_is_better=False)
     for word in ("SROCC", "KROCC", "PLCC", "RMSE", "logistic4", "logistic5", "40 images", "DMOS"):
         assert word in table
+    ev = QualityEvaluator(higher_is_better=False)  # the method uses the evaluator's direction
+    assert ev.format_table(quality_metrics(X, Y)) == table
+    assert not hasattr(ev, "summary")  # one format_table, no aliases
 
 
 def test_registered_with_options():
@@ -149,11 +152,16 @@ def test_registered_with_options():
     assert entry.options is QualityEvaluatorOptions
     first = dataclasses.fields(QualityEvaluatorOptions)[0]
     assert first.name == "name" and first.default == "quality"
-    ev = EVALUATORS.build("quality", QualityEvaluatorOptions(fit="logistic4", higher_is_better=False))
+    opts = QualityEvaluatorOptions(fit="logistic4", higher_is_better=False)
+    ev = EVALUATORS.build("quality", opts, None)
     assert isinstance(ev, QualityEvaluator)
     assert ev.fit_kinds == ("logistic4",) and ev.targets_higher_is_better is False
-    ev2 = build_quality_evaluator(name="quality", fit="raw")
+    ev2 = build_quality_evaluator(QualityEvaluatorOptions(fit="raw"), object())  # dataset unused
     assert ev2.fit_kinds == ()
+    assert build_quality_evaluator(None, None).fit_kinds == ("logistic4", "logistic5")
+    with pytest.raises(TypeError, match="QualityEvaluatorOptions"):
+        build_quality_evaluator({"fit": "raw"}, None)  # options are one dataclass type
+    assert (ev.primary_metric, ev.higher_is_better) == ("srocc", True)
     assert QualityEvaluator.higher_is_better is True  # torchmetrics' meaning: higher SROCC is better
 
 
@@ -172,7 +180,11 @@ def test_config_section_validates():
     cfg = C.load(None, [*base, "evaluator.fit=logistic5", "evaluator.higher_is_better=false"])
     opts = C.section_object(cfg.evaluator)
     assert opts == QualityEvaluatorOptions(fit="logistic5", higher_is_better=False)
-    assert build_quality_evaluator(opts).fit_kinds == ("logistic5",)
+    from percepta.engine.build import build_evaluator
+
+    ev = build_evaluator(cfg, dataset=object())  # the engine's call: builder(options, dataset)
+    assert isinstance(ev, QualityEvaluator) and ev.fit_kinds == ("logistic5",)
+    assert ev.targets_higher_is_better is False
     with pytest.raises(PerceptaError, match="fitt"):
         C.load(None, [*base, "evaluator.fitt=raw"])
 

@@ -137,3 +137,134 @@ def test_fitted_plcc_equals_sqrt_explained_variance():
     for kind in ("logistic4", "logistic5"):
         assert out[f"plcc_{kind}"] ** 2 == pytest.approx(1 - out[f"{kind}_sse"] / sst, abs=1e-6)
         assert out[f"rmse_{kind}"] == pytest.approx(math.sqrt(out[f"{kind}_sse"] / 120), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small cases computed by hand / in pure Python (no scipy, no numpy), independent of the
+# scipy calls that produced tests/fixtures/iqa/. Tolerance 1e-12 absolute: float64 sums of a
+# handful of terms, evaluated in another order.
+
+
+def _ranks_no_ties(v: list[float]) -> list[int]:
+    assert len(set(v)) == len(v)
+    order = sorted(v)
+    return [order.index(a) + 1 for a in v]
+
+
+def _spearman_rank_difference(x: list[float], y: list[float]) -> float:
+    """rho = 1 - 6 sum d^2 / (n (n^2 - 1)), valid without ties."""
+    n = len(x)
+    d2 = sum((a - b) ** 2 for a, b in zip(_ranks_no_ties(x), _ranks_no_ties(y)))
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+def _kendall_by_counting(x: list[float], y: list[float]) -> float:
+    """tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)) from counted pairs; n1 / n2: pairs tied in
+    x / in y (a pair tied in both counts in each), n0 = n(n-1)/2."""
+    n = len(x)
+    c = d = tx = ty = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            sx, sy = (x[j] > x[i]) - (x[j] < x[i]), (y[j] > y[i]) - (y[j] < y[i])
+            tx += sx == 0
+            ty += sy == 0
+            if sx * sy > 0:
+                c += 1
+            elif sx * sy < 0:
+                d += 1
+    n0 = n * (n - 1) // 2
+    return (c - d) / math.sqrt((n0 - tx) * (n0 - ty))
+
+
+def _pearson_textbook(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy)
+
+
+def _rmse(x: list[float], y: list[float]) -> float:
+    return math.sqrt(sum((a - b) ** 2 for a, b in zip(x, y)) / len(x))
+
+
+# (x, y, srocc, krocc, plcc, rmse) worked out by hand; see the comments.
+HAND_CASES = {
+    # ranks x = [3,4,2,6,5,1], y = [2,4,3,6,5,1]: d = [1,0,-1,0,0,0], sum d^2 = 2,
+    # rho = 1 - 12/210 = 33/35. Only the pair (0,2) is discordant: tau = (14-1)/15.
+    # means 2.8 / 2.2; Sxy = 13.34, Sxx = 17.98, Syy = 11.5; x - y = [1.1,.9,-.8,1.1,1,.3]: 4.96
+    "n6": ([2.1, 3.4, 1.2, 5.6, 4.0, 0.5], [1.0, 2.5, 2.0, 4.5, 3.0, 0.2],
+           33 / 35, 13 / 15, 13.34 / math.sqrt(17.98 * 11.5), math.sqrt(4.96 / 6)),
+    # y ranks [5,3,4,1,2]: d = [-4,-1,-1,3,3], sum d^2 = 36, rho = 1 - 216/120 = -0.8;
+    # pairs of y = 5,3,4,1,2: 2 concordant (3<4, 1<2), 8 discordant: tau = -6/10;
+    # dx = [-2,-1,0,1,2], dy = [2,0,1,-2,-1]: Sxy = -8, Sxx = Syy = 10; sum (x-y)^2 = 36
+    "n5_reversed": ([1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 3.0, 4.0, 1.0, 2.0],
+                    -0.8, -0.6, -0.8, math.sqrt(36 / 5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HAND_CASES))
+def test_hand_worked_cases_without_ties(case):
+    x, y, srocc, krocc, plcc, rmse = HAND_CASES[case]
+    r = correlations(np.array(x), np.array(y))
+    assert r["srocc"] == pytest.approx(srocc, abs=1e-12)
+    assert r["krocc"] == pytest.approx(krocc, abs=1e-12)
+    assert r["plcc"] == pytest.approx(plcc, abs=1e-12)
+    assert r["rmse"] == pytest.approx(rmse, abs=1e-12)
+    # the pure-Python helpers reproduce the hand values (they are used on the cases below)
+    assert _spearman_rank_difference(x, y) == pytest.approx(srocc, abs=1e-12)
+    assert _kendall_by_counting(x, y) == pytest.approx(krocc, abs=1e-12)
+    assert _pearson_textbook(x, y) == pytest.approx(plcc, abs=1e-12)
+    assert _rmse(x, y) == pytest.approx(rmse, abs=1e-12)
+
+
+@pytest.mark.parametrize("n,seed", [(5, 0), (6, 1), (7, 2), (8, 3), (8, 4)])
+def test_pure_python_formulas_on_small_untied_draws(n, seed):
+    import random
+
+    rnd = random.Random(seed)
+    x = rnd.sample(range(1, 100), n)  # distinct integers: no ties
+    y = [v + rnd.choice([-40, -15, 5, 30]) + rnd.random() for v in x]
+    assert len(set(y)) == n
+    x = [float(v) for v in x]
+    r = correlations(np.array(x), np.array(y))
+    assert r["srocc"] == pytest.approx(_spearman_rank_difference(x, y), abs=1e-12)
+    assert r["krocc"] == pytest.approx(_kendall_by_counting(x, y), abs=1e-12)
+    assert r["plcc"] == pytest.approx(_pearson_textbook(x, y), abs=1e-12)
+    assert r["rmse"] == pytest.approx(_rmse(x, y), abs=1e-12)
+
+
+def test_ties_follow_the_documented_convention_by_hand():
+    """Average ranks for SROCC (Pearson of the average ranks) and tau-b for KROCC.
+
+    x = [1,2,2,3,4,4] -> ranks [1,2.5,2.5,4,5.5,5.5]; y = [1,3,2,2,5,4] -> [1,4,2.5,2.5,6,5].
+    Rank deviations from 3.5: Sxy = 14.25, Sxx = 16.5, Syy = 17 -> rho = 14.25/sqrt(280.5).
+    Pairs: 11 concordant, 1 discordant (x 2->3, y 3->2), tied in x: 2, tied in y: 1, so
+    tau-b = (11 - 1) / sqrt((15 - 2)(15 - 1)) = 10/sqrt(182) (tau-a would be 10/15).
+    """
+    x, y = [1.0, 2, 2, 3, 4, 4], [1.0, 3, 2, 2, 5, 4]
+    r = correlations(np.array(x), np.array(y))
+    assert r["srocc"] == pytest.approx(14.25 / math.sqrt(16.5 * 17), abs=1e-12)
+    assert r["krocc"] == pytest.approx(10 / math.sqrt(182), abs=1e-12)
+    assert _kendall_by_counting(x, y) == pytest.approx(10 / math.sqrt(182), abs=1e-12)
+    assert r["plcc"] == pytest.approx(_pearson_textbook(x, y), abs=1e-12)
+
+
+def test_lower_is_better_targets_flip_only_the_correlations():
+    x, y, srocc, krocc, plcc, rmse = HAND_CASES["n6"]
+    out = quality_metrics(x, y, fit="raw", higher_is_better=False)
+    assert out["srocc"] == pytest.approx(-srocc, abs=1e-12)
+    assert out["krocc"] == pytest.approx(-krocc, abs=1e-12)
+    assert out["plcc"] == pytest.approx(-plcc, abs=1e-12)
+    assert out["rmse"] == pytest.approx(rmse, abs=1e-12)  # never flipped
+    assert not any(k.startswith(("plcc_", "rmse_")) for k in out)  # fit="raw": no fits
+
+
+def test_constant_input_gives_nan_correlations_and_a_finite_rmse():
+    from percepta.quality.evaluation import QualityMetricWarning
+
+    with pytest.warns(QualityMetricWarning, match="constant"):
+        r = correlations(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0]))
+    assert all(math.isnan(r[k]) for k in ("srocc", "krocc", "plcc"))
+    assert r["rmse"] == pytest.approx(math.sqrt(2 / 3), abs=1e-12)  # (1 + 0 + 1) / 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ def load_case(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def evaluated(name: str, higher_is_better: bool = True) -> tuple[dict, tuple[str, ...]]:
     """Run the evaluator on a case, fed in three uneven batches of mixed input types."""
     case = load_case(name)

@@ -98,3 +98,19 @@ def test_cli_prints_error_without_traceback(tmp_path, capsys):
     assert main(["score", "scene-graph", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "broken.json" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("ids", ["int", "str"])
+def test_bad_record_error_names_the_file_and_the_image(tmp_path, capsys, ids):
+    data = json.loads((FIXTURES / "tiny_sgdet.json").read_text())["inputs"]
+    if ids == "str":
+        for i, rec in enumerate(data["images"]):
+            rec["image_id"] = f"img_{i}"
+    data["images"][1]["rel_pair_idxs"] = [[7, 0]]  # image 1 has 2 predicted boxes
+    path = write(tmp_path, data, "bad_record.json")
+    shown = "1" if ids == "int" else "'img_1'"
+    assert main(["score", "scene-graph", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()]  # one line
+    assert err.startswith(f"error: {path}: image {shown}: 'rel_pair_idxs' row 0 = [7, 0] is out "
+                          "of range")

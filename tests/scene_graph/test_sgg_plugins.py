@@ -12,7 +12,12 @@ import pytest
 from percepta.registry import EVALUATORS
 from percepta.scene_graph import evaluation as sgg_eval
 from percepta.scene_graph.evaluation import (
-    RELATION_METRICS, RelationMetric, SceneGraphEvalOptions, SceneGraphEvaluator, register_relation_metric)
+    RELATION_METRICS,
+    RelationMetric,
+    SceneGraphEvalOptions,
+    SceneGraphEvaluator,
+    register_relation_metric,
+)
 from percepta.scene_graph.results_io import iter_images, load_zero_shot_triplets, read_results_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sgg"
@@ -79,16 +84,40 @@ def test_evaluators_registry_entry():
     first = dataclasses.fields(SceneGraphEvalOptions)[0]
     assert first.name == "name" and first.default == "scene_graph"
 
-    class Dataset:
-        predicate_names = ["__background__"] + [f"p{i}" for i in range(1, 51)]
-        zero_shot_triplets = [[1, 2, 3]]
+    class Dataset:  # dataset facts come from ``meta`` (the evaluator protocol)
+        meta = {"predicate_names": ["__background__"] + [f"p{i}" for i in range(1, 51)],
+                "zero_shot_triplets": [[1, 2, 3]]}
 
-    ev = entry.builder(SceneGraphEvalOptions(mode="sgcls", k=[5, 10]), Dataset())
+    opts = SceneGraphEvalOptions(mode="sgcls", k=[5, 10], primary_metric="mR@10")
+    ev = entry.builder(opts, Dataset())
     assert isinstance(ev, SceneGraphEvaluator)
     assert (ev.mode, ev.ks, ev.num_predicates, ev.predicate_names[0]) == ("sgcls", (5, 10), 50, "p1")
     assert ev.zero_shot is not None and ev.zero_shot.size == 1
+    assert (ev.primary_metric, ev.higher_is_better) == ("mR@10", True)
     with pytest.raises(sgg_eval.DataError, match="num_predicates"):
         entry.builder(SceneGraphEvalOptions(), object())
+    with pytest.raises(sgg_eval.DataError, match="num_predicates"):
+        entry.builder(None, None)  # no dataset (scoring files): the options must say P
+    assert entry.builder(SceneGraphEvalOptions(num_predicates=3), None).primary_metric == "R@100"
+
+
+@pytest.mark.parametrize("mode,k,primary,ok", [
+    ("predcls", [20, 50, 100], "R@100", True),  # the default: the seed framework's selection metric
+    ("sgdet", [20, 50, 100], "mR@50", True),
+    ("sgdet", [20, 50, 100], "A@100", False),  # A@K is not computed in SGDet
+    ("predcls", [20, 50], "R@100", False),  # K = 100 not evaluated
+    ("predcls", [20, 50, 100], "recall", False),
+])
+def test_primary_metric_option_must_be_a_computed_key(mode, k, primary, ok):
+    opts = SceneGraphEvalOptions(mode=mode, k=k, num_predicates=2, primary_metric=primary)
+    if not ok:
+        with pytest.raises(sgg_eval.DataError, match=rf"evaluator: primary_metric '{primary}' is "
+                                                     rf"not computed in mode '{mode}'"):
+            EVALUATORS.build("scene_graph", opts, None)
+        return
+    ev = EVALUATORS.build("scene_graph", opts, None)
+    assert ev.primary_metric == primary
+    assert SceneGraphEvalOptions().primary_metric == "R@100"
 
 
 def test_zero_shot_triplets_from_files(tmp_path):

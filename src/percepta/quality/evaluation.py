@@ -30,8 +30,11 @@ Conventions (state them when reporting numbers):
 - If every starting point of a fit fails, ``plcc_logistic*``/``rmse_logistic*`` fall back to the
   raw PLCC/RMSE, ``logistic*_failed`` is True and a warning is issued.
 
-The metric is a :class:`torchmetrics.Metric`, so it accumulates over batches and syncs under DDP
-(states are concatenated, ``dist_reduce_fx="cat"``).
+:class:`QualityEvaluator` follows the evaluator protocol (:class:`percepta.evaluator.Evaluator`,
+a :class:`torchmetrics.Metric`), so it accumulates over batches and syncs under DDP (states are
+concatenated, ``dist_reduce_fx="cat"``). Its primary metric, which keeps ``best.pt``, is
+``srocc`` (higher is better): the ranking agreement every IQA paper reports first, and the one
+that needs no fit, so it is defined and cheap at every validation.
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from percepta.errors import DataError, PerceptaError
+from percepta.evaluator import Evaluator
 from percepta.jsonable import to_jsonable
 from percepta.quality.logistic import FIT_KINDS, FitResult, curve, fit_logistic
 from percepta.registry import EVALUATORS
@@ -225,14 +228,14 @@ def _cat_state(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     return dim_zero_cat(state).reshape(-1) if state else torch.zeros(0, dtype=torch.float64)
 
 
-class QualityEvaluator(Metric):
+class QualityEvaluator(Evaluator):
     """SROCC / KROCC / PLCC / RMSE, raw and after logistic fitting, as a torchmetrics Metric.
 
     Example::
 
         ev = QualityEvaluator()                  # both logistic fits
         ev.update(model_outputs, targets)        # lists of dicts with key "score", or tensors
-        print(format_table(ev.compute()))
+        print(ev.format_table(ev.compute()))
 
     Args:
         fit: ``None`` (both fits), ``"logistic4"``, ``"logistic5"`` or ``"raw"`` (no fit).
@@ -245,6 +248,7 @@ class QualityEvaluator(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    primary_metric = "srocc"
 
     def __init__(self, fit: str | None = None, higher_is_better: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -268,9 +272,9 @@ class QualityEvaluator(Metric):
         x, y = _cat_state(self.preds), _cat_state(self.mos)
         return quality_metrics(x, y, fit=self.fit, higher_is_better=self.targets_higher_is_better)
 
-    def summary(self) -> str:
-        """The computed metrics as a readable table."""
-        return format_table(self.compute(), higher_is_better=self.targets_higher_is_better)
+    def format_table(self, metrics: Mapping[str, Any]) -> str:
+        """A ``compute()`` result as a readable table (raw and fitted columns)."""
+        return format_table(metrics, higher_is_better=self.targets_higher_is_better)
 
 
 @dataclass
@@ -284,19 +288,18 @@ class QualityEvaluatorOptions:
 
 @EVALUATORS.register("quality", options=QualityEvaluatorOptions,
                      help="SROCC, KROCC, PLCC, RMSE (raw and after 4/5-parameter logistic fits)")
-def build_quality_evaluator(options: QualityEvaluatorOptions | Mapping[str, Any] | None = None,
-                            **kwargs: Any) -> QualityEvaluator:
-    """Build a :class:`QualityEvaluator` from its options (dataclass, mapping or keywords)."""
-    opts: dict[str, Any] = {}
-    if isinstance(options, QualityEvaluatorOptions):
-        opts = {"fit": options.fit, "higher_is_better": options.higher_is_better}
-    elif isinstance(options, Mapping):
-        opts = dict(options)
-    elif options is not None:
-        raise TypeError(f"expected QualityEvaluatorOptions or a mapping, got {type(options).__name__}")
-    opts.update(kwargs)
-    opts.pop("name", None)
-    return QualityEvaluator(**opts)
+def build_quality_evaluator(options: QualityEvaluatorOptions | None,
+                            dataset: Any = None) -> QualityEvaluator:
+    """Build a :class:`QualityEvaluator` from its options (``None``: the defaults).
+
+    ``dataset`` is accepted for the shared builder signature and not read: quality targets
+    already have the dataset's direction applied (``score``: higher = better), so the options'
+    ``higher_is_better`` is only for score files or datasets that keep DMOS as given.
+    """
+    opts = options if options is not None else QualityEvaluatorOptions()
+    if not isinstance(opts, QualityEvaluatorOptions):
+        raise TypeError(f"expected QualityEvaluatorOptions or None, got {type(opts).__name__}")
+    return QualityEvaluator(fit=opts.fit, higher_is_better=opts.higher_is_better)
 
 
 def _fmt(v: Any) -> str:

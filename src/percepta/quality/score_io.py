@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from percepta.errors import DataError
+from percepta.jsonable import read_json
 
 __all__ = ["ScoreFile", "read_scores", "align_scores"]
 
@@ -137,10 +138,7 @@ def _read_csv(path: str, text: str, kind: Kind, delimiter: str) -> ScoreFile:
 
 
 def _read_json(path: str, text: str, kind: Kind) -> ScoreFile:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    data = read_json(path, "score", text=text)
     out = ScoreFile(path, kind)
     seen: dict[str, str] = {}
     col = _VALUE_COLUMN[kind]

@@ -1,8 +1,10 @@
 """Scene-graph evaluation: R@K, ngR@K, mR@K, ng-mR@K, zR@K, ng-zR@K and A@K in one evaluator.
 
-:class:`SceneGraphEvaluator` is a ``torchmetrics.Metric`` whose numbers are those of the official
-Scene-Graph-Benchmark.pytorch evaluator (KaihuaTang/Scene-Graph-Benchmark.pytorch @ 6f75881a,
-``sgg_eval.py`` + ``vg_eval.py``; restated in the project notes ``sgg.md`` §1, nothing copied).
+:class:`SceneGraphEvaluator` is a :class:`percepta.evaluator.Evaluator` (a ``torchmetrics.Metric``;
+``update(preds, targets)``, ``compute()``, ``primary_metric``, ``format_table(metrics)``) whose
+numbers are those of the official Scene-Graph-Benchmark.pytorch evaluator
+(KaihuaTang/Scene-Graph-Benchmark.pytorch @ 6f75881a, ``sgg_eval.py`` + ``vg_eval.py``;
+restated in the project notes ``sgg.md`` §1, nothing copied).
 It reproduces the reference vectors in ``tests/fixtures/sgg`` (all metrics, per-predicate and
 per-image lists, the printed table) to 1e-9. The official rules, all kept:
 
@@ -49,11 +51,20 @@ by two processes (``DistributedSampler`` padding) is counted twice, with a warni
   "skipped_no_predicted_pairs"}``.
 
 Only the float entries are metrics to log; the other entries are dicts.
+
+**Primary metric** (keeps ``best.pt``; higher is better, as for every recall here): option
+``primary_metric``, default ``"R@100"``, the number the seed framework selects models with:
+its ``do_vg_evaluation`` returns mean R@100 and its training loop feeds R@100 to the
+plateau scheduler (``sgg.md`` §1.8, §3.1). Set ``"mR@100"`` for debiasing work (TDE), where R@K
+drops by design while mR@K rises. It must be a key that ``compute()`` returns for the chosen
+mode, K values and metrics (checked when the evaluator is built).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,12 +72,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 
+from percepta.data.facts import dataset_meta
 from percepta.errors import DataError
+from percepta.evaluator import Evaluator
+from percepta.jsonable import to_jsonable
 from percepta.registry import EVALUATORS
 from percepta.scene_graph.matching import MODES, ImageData, ImageMatch, ZeroShotSet, match_image
-from percepta.scene_graph.results_io import image_from_dicts, load_zero_shot_triplets
+from percepta.scene_graph.results_io import (
+    image_from_dicts,
+    iter_images,
+    load_zero_shot_triplets,
+    official_table,
+    read_results_file,
+)
 
 __all__ = [
     "SceneGraphEvaluator",
@@ -103,6 +122,10 @@ class RelationMetric:
         self.num_predicates = num_predicates
         self.row_size = 0
         self.sum_size = 0
+
+    def result_keys(self) -> list[str]:
+        """The scalar keys :meth:`compute` returns (``"<name>@<K>"``); override if different."""
+        return [f"{self.name}@{k}" for k in self.ks]
 
     def hits(self, first: np.ndarray) -> np.ndarray:
         """``[len(ks), m]`` booleans: GT relation hit within the first K of the ranking."""
@@ -251,7 +274,7 @@ class PairAccuracy(RelationMetric):
         return out
 
 
-class SceneGraphEvaluator(Metric):
+class SceneGraphEvaluator(Evaluator):
     """R@K / ngR@K / mR@K / ng-mR@K / zR@K / ng-zR@K / A@K with the official semantics.
 
     Args:
@@ -268,6 +291,8 @@ class SceneGraphEvaluator(Metric):
         box_convention: ``"vg"`` (inclusive pixels, width = x2 - x1 + 1, the official rule) or
             ``"xyxy"`` (width = x2 - x1).
         metrics: names from :data:`RELATION_METRICS` to compute (default: all that apply).
+        primary_metric: the ``compute()`` key that keeps ``best.pt`` (default ``"R@100"``, see
+            the module docstring); must be computed with these options.
 
     ``update(preds, targets)`` takes lists of dicts (or one dict each): targets ``boxes [N,4]``
     (XYXY pixels), ``labels [N]``, ``relations [M,3]`` (subject, object, predicate 1..P),
@@ -283,7 +308,8 @@ class SceneGraphEvaluator(Metric):
     def __init__(self, mode: str = "predcls", k: Sequence[int] = (20, 50, 100), num_predicates: int = 50,
                  predicate_names: Sequence[str] | None = None, zero_shot_triplets: Any = None,
                  iou_threshold: float = 0.5, box_convention: str = "vg",
-                 metrics: Sequence[str] | None = None, **kwargs: Any) -> None:
+                 metrics: Sequence[str] | None = None, primary_metric: str = "R@100",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -308,6 +334,11 @@ class SceneGraphEvaluator(Metric):
             raise ValueError(f"unknown relation metrics {unknown}; known: {sorted(RELATION_METRICS)}")
         self.metrics = [RELATION_METRICS[m](ks, self.num_predicates) for m in wanted
                         if mode in RELATION_METRICS[m].modes]
+        keys = [key for m in self.metrics for key in m.result_keys()]
+        if primary_metric not in keys:
+            raise ValueError(f"primary_metric {primary_metric!r} is not computed in mode {mode!r} "
+                             f"with k={list(ks)}; choose one of {', '.join(keys)}")
+        self.primary_metric = primary_metric  # type: ignore[misc]  # per instance: an option
         self._row_width = 2 + sum(m.row_size for m in self.metrics)
         self.add_state("image_rows", default=[], dist_reduce_fx="cat")
         self.add_state("sums", default=torch.zeros(sum(m.sum_size for m in self.metrics),
@@ -405,15 +436,11 @@ class SceneGraphEvaluator(Metric):
                             **{f"skipped_{r}": int(c) for r, c in zip(SKIP_REASONS, counts[1:])}}
         return result
 
-    def format_table(self, result: Mapping[str, Any] | None = None) -> str:
-        """The official-style printed table (plus a line counting skipped images)."""
-        from percepta.scene_graph.results_io import official_table
-
-        return official_table(self.compute() if result is None else result, mode=self.mode,
-                              ks=self.ks, predicate_names=self.predicate_names)
-
-    table = format_table
-    summary = format_table
+    def format_table(self, metrics: Mapping[str, Any]) -> str:
+        """The official-style printed table of a ``compute()`` result (plus a line counting
+        skipped images)."""
+        return official_table(metrics, mode=self.mode, ks=self.ks,
+                              predicate_names=self.predicate_names)
 
 
 @dataclass
@@ -423,37 +450,92 @@ class SceneGraphEvalOptions:
     name: str = "scene_graph"
     mode: str = "predcls"  # predcls | sgcls | sgdet
     k: list[int] = field(default_factory=lambda: [20, 50, 100])
-    num_predicates: int = 0  # 0: from the dataset's predicate_names
-    predicate_names: list[str] = field(default_factory=list)  # []: from the dataset
-    zero_shot_triplets: str = ""  # .json/.npy/.pt file; "": the dataset's zero_shot_triplets, if any
+    num_predicates: int = 0  # 0: from dataset.meta["predicate_names"]
+    predicate_names: list[str] = field(default_factory=list)  # []: from dataset.meta
+    zero_shot_triplets: str = ""  # .json/.npy/.pt file; "": dataset.meta's, if any
     iou_threshold: float = 0.5
     box_convention: str = "vg"  # vg (+1 pixel, official) | xyxy
+    primary_metric: str = "R@100"  # keeps best.pt; the seed framework's model-selection metric
 
 
 @EVALUATORS.register("scene_graph", options=SceneGraphEvalOptions,
                      help="scene graphs: R@K, ngR@K, mR@K, zR@K, A@K (official SGG semantics)")
-def build_scene_graph_evaluator(options: SceneGraphEvalOptions | Mapping[str, Any] | None = None,
-                                dataset: Any = None) -> SceneGraphEvaluator:
+def build_scene_graph_evaluator(options: SceneGraphEvalOptions | None,
+                                dataset: Any) -> SceneGraphEvaluator:
     """Build the evaluator from its options; predicate names, their number and the zero-shot
-    triplets default to the dataset's ``predicate_names`` / ``zero_shot_triplets`` attributes."""
-    opts = options if isinstance(options, SceneGraphEvalOptions) else SceneGraphEvalOptions(**dict(options or {}))
-    names = list(opts.predicate_names) or list(getattr(dataset, "predicate_names", None) or [])
+    triplets default to ``dataset.meta["predicate_names"]`` / ``["zero_shot_triplets"]``."""
+    opts = options if options is not None else SceneGraphEvalOptions()
+    meta = dataset_meta(dataset)
+    names = list(opts.predicate_names) or list(meta.get("predicate_names") or [])
     if names and names[0].startswith("__"):
         names = names[1:]
     num = opts.num_predicates or len(names)
     if not num:
-        raise DataError("evaluator.num_predicates is 0 and the dataset has no predicate_names")
-    zs: Any = opts.zero_shot_triplets or getattr(dataset, "zero_shot_triplets", None)
+        raise DataError("evaluator.num_predicates is 0 and the dataset's meta has no "
+                        "predicate_names: set evaluator.num_predicates or "
+                        "evaluator.predicate_names")
+    zs: Any = opts.zero_shot_triplets or meta.get("zero_shot_triplets")
     try:
         return SceneGraphEvaluator(mode=opts.mode, k=tuple(opts.k), num_predicates=num,
                                    predicate_names=names or None, zero_shot_triplets=zs,
-                                   iou_threshold=opts.iou_threshold, box_convention=opts.box_convention)
+                                   iou_threshold=opts.iou_threshold,
+                                   box_convention=opts.box_convention,
+                                   primary_metric=opts.primary_metric)
     except ValueError as e:
         raise DataError(f"evaluator: {e}") from None
 
 
 def cli_score(args: argparse.Namespace) -> int:
-    """``percepta score scene-graph FILE.json``: see :mod:`percepta.scene_graph.results_io`."""
-    from percepta.scene_graph.results_io import score_file
+    """``percepta score scene-graph FILE.json`` (file format:
+    :mod:`percepta.scene_graph.results_io`; flags: ``percepta.cli``). A bad record fails with one
+    line ``FILE: image <id>: ...``."""
+    from tqdm import tqdm
 
-    return score_file(args)
+    spec = read_results_file(args.file, getattr(args, "mode", None))
+    records = spec["records"]
+    int_ids = all(isinstance(r["image_id"], int) for r in records)
+    try:
+        ev = SceneGraphEvaluator(mode=spec["mode"], k=spec["k"],
+                                 num_predicates=spec["num_predicates"],
+                                 predicate_names=spec["predicate_names"],
+                                 zero_shot_triplets=spec["zero_shot_triplets"],
+                                 iou_threshold=spec["iou_threshold"],
+                                 box_convention=getattr(args, "box_convention", "vg") or "vg",
+                                 primary_metric=f"R@{max(spec['k'])}")
+    except ValueError as e:
+        raise DataError(f"{args.file}: {e}") from None
+    images = iter_images(records, mode=spec["mode"], num_predicates=spec["num_predicates"],
+                         int_ids=int_ids, source=args.file)
+    chunk: list[ImageData] = []
+    with tqdm(total=len(records), desc="scoring", unit="img", disable=len(records) < 5000 or None,
+              file=sys.stderr) as bar:
+        for img in images:
+            chunk.append(img)
+            if len(chunk) == 512:
+                ev.update(images=chunk)
+                bar.update(len(chunk))
+                chunk = []
+        ev.update(images=chunk)
+        bar.update(len(chunk))
+    result = ev.compute()
+    if not int_ids:  # positions back to the file's ids
+        per_image = result["per_image"]
+        for key in ("evaluated_image_ids", "zeroshot_image_ids"):
+            if key in per_image:
+                per_image[key] = [records[int(i)]["image_id"] for i in per_image[key]]
+    if getattr(args, "plot", None):
+        from percepta.viz.bars import per_predicate_bars
+
+        k = 100 if 100 in ev.ks else max(ev.ks)
+        mean = result[f"mR@{k}"]
+        per_predicate_bars(result["per_predicate"]["mR"][k], ev.predicate_names,
+                           counts=result["predicate_counts"], out_path=args.plot,
+                           title=f"{spec['mode']}: per-predicate R@{k} (mR@{k} = {mean:.4f})",
+                           ylabel=f"R@{k}")
+    if getattr(args, "json", False):
+        print(json.dumps(to_jsonable(result)))
+    else:
+        sys.stdout.write(ev.format_table(result))
+        if getattr(args, "plot", None):
+            print(f"per-predicate chart: {args.plot}")
+    return 0

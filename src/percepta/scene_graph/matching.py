@@ -84,8 +84,8 @@ def as_array(x: Any, dtype: Any, cols: int | None, image_id: Any, name: str) -> 
     kind = a.dtype.kind
     if kind not in "biuf":
         raise DataError(f"{where}field {name!r} must hold numbers")
-    if dtype is np.int64 and kind == "f":
-        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+    if dtype is np.int64 and kind == "f" and (
+            not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
             raise DataError(f"{where}field {name!r} must hold whole numbers")
     return np.ascontiguousarray(a, dtype=dtype)
 

@@ -40,15 +40,16 @@ in ``tests/fixtures/sgg/*.json``. Extra keys (``width``, ``height``, ``object_na
 GT, predictions and the zero-shot list matters). Boxes use the VG inclusive-pixel IoU unless
 ``--box-convention xyxy``. An image record without any prediction key is an image "absent from
 the predictions": skipped and counted, as officially; ``"rel_pair_idxs": []`` likewise skips the
-image. Bad records raise one :class:`percepta.errors.DataError` naming the image id and key.
+image. Bad records raise one :class:`percepta.errors.DataError` naming the file, the image id
+and the key (``FILE: image 17: 'rel_scores' ...``).
+
+Layering: this module sits below :mod:`percepta.scene_graph.evaluation` (which imports it for
+validation, zero-shot lists and the table) and never imports the evaluator; the scoring command
+itself, which needs both, is ``evaluation.cli_score``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ import numpy as np
 import torch
 
 from percepta.errors import DataError
-from percepta.jsonable import to_jsonable
+from percepta.jsonable import read_json
 from percepta.scene_graph.matching import MODES, ImageData, as_array, check_boxes
 
 __all__ = [
@@ -68,8 +69,6 @@ __all__ = [
     "official_table",
     "read_results_file",
     "iter_images",
-    "score_file",
-    "jsonable",
 ]
 
 FILE_KEYS = {"gt_boxes": "gt_boxes", "gt_labels": "gt_labels", "gt_rels": "gt_rels",
@@ -197,7 +196,7 @@ def load_zero_shot_triplets(source: Any) -> np.ndarray | None:
             raise DataError(f"zero-shot triplet file not found: {path}")
         try:
             if path.suffix == ".json":
-                data = json.loads(path.read_text())
+                data = read_json(path, "zero-shot triplet")
             elif path.suffix == ".npy":
                 data = np.load(path, allow_pickle=False)
             else:
@@ -250,12 +249,7 @@ def read_results_file(path: str | Path, mode: str | None = None) -> dict[str, An
     (the raw image records, ids checked unique); records are validated by :func:`iter_images`.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a readable JSON file ({e})") from None
+    data = read_json(path, "scene-graph results")
     if isinstance(data, dict) and isinstance(data.get("inputs"), dict):
         data = data["inputs"]
     if not isinstance(data, dict):
@@ -299,65 +293,20 @@ def read_results_file(path: str | Path, mode: str | None = None) -> dict[str, An
 
 
 def iter_images(records: Sequence[Mapping[str, Any]], *, mode: str, num_predicates: int,
-                int_ids: bool) -> Iterator[ImageData]:
-    """Validated :class:`ImageData` per record; with ``int_ids`` False, ids become positions."""
+                int_ids: bool, source: str | Path | None = None) -> Iterator[ImageData]:
+    """Validated :class:`ImageData` per record; with ``int_ids`` False, ids become positions.
+
+    ``source``: the results file the records come from; a bad record then raises
+    ``DataError("FILE: image <id>: ...")``, so the one error line says where to look.
+    """
     for i, rec in enumerate(records):
         values = {canon: rec.get(key, MISSING) for canon, key in FILE_KEYS.items()}
-        img = build_image(rec["image_id"], values, FILE_KEYS, mode=mode, num_predicates=num_predicates)
+        try:
+            img = build_image(rec["image_id"], values, FILE_KEYS, mode=mode,
+                              num_predicates=num_predicates)
+        except DataError as e:
+            if source is None:
+                raise
+            raise DataError(f"{source}: {e}") from None
         img.image_id = rec["image_id"] if int_ids else i
         yield img
-
-
-jsonable = to_jsonable  # kept name: the CLI and tests use it
-
-
-def score_file(args: argparse.Namespace) -> int:
-    """Implementation of ``percepta score scene-graph`` (flags: see ``percepta.cli``)."""
-    from tqdm import tqdm
-
-    from percepta.scene_graph.evaluation import SceneGraphEvaluator
-
-    spec = read_results_file(args.file, getattr(args, "mode", None))
-    records = spec["records"]
-    int_ids = all(isinstance(r["image_id"], int) for r in records)
-    try:
-        ev = SceneGraphEvaluator(mode=spec["mode"], k=spec["k"], num_predicates=spec["num_predicates"],
-                                 predicate_names=spec["predicate_names"],
-                                 zero_shot_triplets=spec["zero_shot_triplets"],
-                                 iou_threshold=spec["iou_threshold"],
-                                 box_convention=getattr(args, "box_convention", "vg") or "vg")
-    except ValueError as e:
-        raise DataError(f"{args.file}: {e}") from None
-    images = iter_images(records, mode=spec["mode"], num_predicates=spec["num_predicates"], int_ids=int_ids)
-    chunk: list[ImageData] = []
-    with tqdm(total=len(records), desc="scoring", unit="img", disable=len(records) < 5000 or None,
-              file=sys.stderr) as bar:
-        for img in images:
-            chunk.append(img)
-            if len(chunk) == 512:
-                ev.update(images=chunk)
-                bar.update(len(chunk))
-                chunk = []
-        ev.update(images=chunk)
-        bar.update(len(chunk))
-    result = ev.compute()
-    if not int_ids:  # positions back to the file's ids
-        per_image = result["per_image"]
-        for key in ("evaluated_image_ids", "zeroshot_image_ids"):
-            if key in per_image:
-                per_image[key] = [records[int(i)]["image_id"] for i in per_image[key]]
-    if getattr(args, "plot", None):
-        from percepta.viz.bars import per_predicate_bars
-
-        k = 100 if 100 in ev.ks else max(ev.ks)
-        per_predicate_bars(result["per_predicate"]["mR"][k], ev.predicate_names,
-                           counts=result["predicate_counts"], out_path=args.plot,
-                           title=f"{spec['mode']}: per-predicate R@{k} (mR@{k} = {result[f'mR@{k}']:.4f})",
-                           ylabel=f"R@{k}")
-    if getattr(args, "json", False):
-        print(json.dumps(jsonable(result)))
-    else:
-        sys.stdout.write(ev.format_table(result))
-        if getattr(args, "plot", None):
-            print(f"per-predicate chart: {args.plot}")
-    return 0
