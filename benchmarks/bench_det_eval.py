@@ -20,13 +20,14 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, from any cwd
+from _common import emit, machine  # noqa: E402
 
 
 def make_synthetic(n_images: int, dets_per_image: int = 100, mean_gt: float = 7.0,
@@ -78,20 +79,6 @@ def make_synthetic(n_images: int, dets_per_image: int = 100, mean_gt: float = 7.
     return {"images": images, "annotations": anns, "categories": cats}, results
 
 
-def machine() -> dict:
-    import faster_coco_eval
-    import pycocotools
-
-    try:
-        from importlib.metadata import version
-        pyc = version("pycocotools")
-    except Exception:  # pragma: no cover
-        pyc = getattr(pycocotools, "__version__", "?")
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
-            "faster_coco_eval": faster_coco_eval.__version__, "pycocotools": pyc}
-
-
 def _time(fn, repeat: int = 1):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -132,22 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_images = args.images or (200 if args.quick else 5000)
     gt, results = make_synthetic(n_images)
-    info = machine()
+    info = machine("numpy", "faster_coco_eval", "pycocotools")
     workload = {"images": n_images, "detections": len(results), "gt_boxes": len(gt["annotations"]),
                 "classes": 80}
 
     t_fast, s_fast = min((run_coco("faster_coco_eval", gt, results) for _ in range(args.repeat)),
                          key=lambda r: r[0])
     t_pyc, s_pyc = run_coco("pycocotools", gt, results)
-    print(json.dumps({"bench": "det_eval.coco_ap", "ours": round(t_fast, 4), "baseline": round(t_pyc, 4),
-                      "ratio": round(t_pyc / t_fast, 4), "ours_impl": "faster-coco-eval",
-                      "baseline_impl": "pycocotools",
-                      "stats_max_abs_diff": float(np.abs(s_fast - s_pyc).max()),
-                      "workload": workload, "machine": info}), flush=True)
+    emit("det_eval.coco_ap", round(t_fast, 4), round(t_pyc, 4), ratio=round(t_pyc / t_fast, 4),
+         ours_impl="faster-coco-eval", baseline_impl="pycocotools",
+         stats_max_abs_diff=float(np.abs(s_fast - s_pyc).max()), workload=workload, machine=info)
 
     from percepta.detection.coco_results import load_ground_truth, results_to_array
     from percepta.detection.evaluation import evaluate_results
-
     from percepta.detection.olrp import optimal_lrp
 
     g = load_ground_truth(gt)
@@ -163,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                                          g.ann_crowd, rows[:, 0].astype(np.int64),
                                          rows[:, 6].astype(np.int64), rows[:, 1:5], rows[:, 5],
                                          g.image_ids, g.cat_ids), args.repeat)
-    print(json.dumps({"bench": "det_eval.olrp_overhead", "ours": round(t_all, 4), "baseline": round(t_ap, 4),
-                      "ratio": round(t_ap / t_all, 4), "ours_impl": "percepta AP + oLRP",
-                      "baseline_impl": "percepta AP only (faster-coco-eval)",
-                      "olrp_alone_s": round(t_lrp, 4), "AP": round(m["AP"], 4),
-                      "oLRP": round(m["oLRP"], 4), "workload": workload, "machine": info}), flush=True)
+    emit("det_eval.olrp_overhead", round(t_all, 4), round(t_ap, 4), ratio=round(t_ap / t_all, 4),
+         ours_impl="percepta AP + oLRP", baseline_impl="percepta AP only (faster-coco-eval)",
+         olrp_alone_s=round(t_lrp, 4), AP=round(m["AP"], 4), oLRP=round(m["oLRP"], 4),
+         workload=workload, machine=info)
     return 0
 
 

@@ -24,24 +24,17 @@ Usage: ``python benchmarks/bench_onnx_inference.py [--quick] [--size 512] [--bat
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-
-def machine(threads: int) -> dict:
-    import onnxruntime
-
-    return {"cpu_count": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-            "processor": platform.processor(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "loadavg_1m": round(os.getloadavg()[0], 2)}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, from any cwd
+from _common import emit, machine  # noqa: E402
 
 
 def timed(fns: dict, repeats: int) -> dict[str, float]:
@@ -93,15 +86,13 @@ def main() -> None:
             x = images.float()
             with torch.inference_mode():
                 t = timed({"ours": lambda: predictor(images), "baseline": lambda: model(images),
-                           "graph": lambda: predictor.run_graph(x),
+                           "graph": lambda: predictor.run_graph(x / 255),
                            "heads": lambda: model.forward_heads(x)}, repeats)
-            row = {"bench": f"onnx_inference_b{b}", "ours": t["ours"], "baseline": t["baseline"],
-                   "ratio": t["baseline"] / t["ours"], "batch": b, "size": size,
-                   "classes": args.classes, "ours_graph_only": t["graph"],
-                   "baseline_network_only": t["heads"],
-                   "export_s": round(export_s, 2),
-                   "loadavg_1m_before": load_before, "machine": machine(threads)}
-            print(json.dumps(row), flush=True)
+            emit(f"onnx_inference_b{b}", t["ours"], t["baseline"], batch=b, size=size,
+                 classes=args.classes, ours_graph_only=t["graph"],
+                 baseline_network_only=t["heads"], export_s=round(export_s, 2),
+                 loadavg_1m_before=load_before,
+                 machine=machine("torch", "onnxruntime", threads=threads))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, from any cwd
+from _common import emit, machine  # noqa: E402
 from percepta.scene_graph.evaluation import SceneGraphEvaluator
 
 # VG150 priors (VG-SGG-dicts-with-attri.json counts, index order; notes appendix).
@@ -343,12 +343,6 @@ def compare(ours: dict[str, Any], base: dict[str, Any], tol: float = 1e-12) -> l
     return diffs
 
 
-def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
-
-
 def run(workload: str, num_images: int, repeats: int) -> dict[str, Any]:
     mode = WORKLOADS[workload][0]
     images = [generate_image(workload, i) for i in range(num_images)]
@@ -369,7 +363,7 @@ def run(workload: str, num_images: int, repeats: int) -> dict[str, Any]:
     base_s = statistics.median(t_base) / num_images
     out: dict[str, Any] = {"bench": f"sgg_eval_{workload}", "mode": mode, "images": num_images,
                            "ours": ours_s, "baseline": base_s, "ratio": base_s / ours_s,
-                           "identical": not diffs, "machine": machine()}
+                           "identical": not diffs, "machine": machine("numpy", "torch")}
     if diffs:
         out["differences"] = diffs[:10]
     if num_images == WORKLOADS[workload][2]:
@@ -395,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         n = WORKLOADS[w][2] // (10 if args.quick else 1)
         res = run(w, n, repeats)
-        print(json.dumps(res), flush=True)
+        emit(**res)
         status |= 0 if res["identical"] and res.get("fingerprint_ok", True) else 1
     return status
 

@@ -17,20 +17,14 @@ Usage: ``python benchmarks/bench_train_step.py [--quick] [--batch 16] [--size 25
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "torch": torch.__version__}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, from any cwd
+from _common import emit, machine  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +38,11 @@ def main() -> None:
     from percepta.data.coco import CocoDatasetConfig, build_coco_dataset
     from percepta.data.loader import build_train_loader
     from percepta.data.synthetic.detection import generate_detection
-    from percepta.detection.centernet import CenterNetConfig, build_centernet, time_train_step_breakdown
+    from percepta.detection.centernet import (
+        CenterNetConfig,
+        build_centernet,
+        time_train_step_breakdown,
+    )
 
     batch = 4 if args.quick else args.batch
     n_batches = 3 if args.quick else 12
@@ -67,7 +65,7 @@ def main() -> None:
         del it
 
     step = parts["step_s"]
-    m = machine()
+    m = machine("torch")
     rows = [
         {"bench": "train_step_targets", "ours": parts["targets_s"], "baseline": step,
          "ratio": step / parts["targets_s"], "share": parts["targets_s"] / step, "batch": batch,
@@ -78,7 +76,7 @@ def main() -> None:
          "workers": args.workers, "batch": batch, "size": args.size, "machine": m},
     ]
     for r in rows:
-        print(json.dumps(r))
+        emit(**r)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 from common import builtin_data, run, write_summary
-
 from percepta.viz.plots import read_metrics
 
 CONFIGS = "configs/detection/balance"

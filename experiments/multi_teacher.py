@@ -30,7 +30,6 @@ import argparse
 from pathlib import Path
 
 from common import builtin_data, class_metric, file_digest, run, write_summary
-
 from percepta.data.subset import coco_subset
 
 A, B = "circle", "triangle"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from percepta.data.check import load_coco_json
 from percepta.errors import DataError
 
 __all__ = ["coco_subset"]
@@ -32,10 +33,7 @@ def coco_subset(src: str | os.PathLike, dst: str | os.PathLike,
     :class:`DataError` naming them and the file's classes.
     """
     src = Path(src)
-    try:
-        data = json.loads(src.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read COCO annotation file {src}: {e}") from None
+    data = load_coco_json(src)
     cats = data.get("categories", [])
     if classes is not None:
         names = [c["name"] for c in cats]
