@@ -1,4 +1,4 @@
-"""The detection-landing diagnostic of experiments/ (its counts are quoted in the README)."""
+"""The detection-landing diagnostic of experiments/ (its counts are quoted in experiments/README.md)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from percepta import __version__
 from percepta.errors import NotAvailableError, PerceptaError
@@ -38,6 +39,20 @@ HANDLERS: dict[str, str] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every default, except the uninformative ``None`` and ``False`` (flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command parser that shows defaults in ``--help`` and its summary as description."""
+    return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="yaml config file (configs/<task>/<model>_<data>.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -48,37 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="percepta",
         description="Visual perception toolkit: detection, scene graphs, image quality.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"percepta {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
-    p = sub.add_parser("demo", help="run the main job end to end on the built-in data")
-    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p = _parser(sub, "demo", help="run the main job end to end on the built-in data")
+    p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--data-dir", default="data/builtin",
-                   help="where the built-in data is generated (default: data/builtin)")
+                   help="where the built-in data is generated")
     p.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     p.set_defaults(handler="demo")
 
-    p = sub.add_parser("list", help="list registered models, datasets, evaluators and losses")
+    p = _parser(sub, "list", help="list registered models, datasets, evaluators and losses")
     p.set_defaults(handler="list")
 
     # data ---------------------------------------------------------------------------------
-    p_data = sub.add_parser("data", help="generate, check and convert datasets")
+    p_data = _parser(sub, "data", help="generate, check and convert datasets")
     dsub = p_data.add_subparsers(dest="data_verb", metavar="ACTION")
     dsub.required = True
-    p = dsub.add_parser("synth", help="write a deterministic built-in dataset in a real format")
-    p.add_argument("--task", choices=["detection", "relations", "quality"], default="detection")
+    p = _parser(dsub, "synth", help="write a deterministic built-in dataset in a real format")
+    p.add_argument("--task", choices=["detection", "relations", "quality"], default="detection",
+                   help="which built-in dataset")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num-images", type=int, default=None,
                    help="images in total (default depends on the task)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val")
     p.add_argument("--image-size", type=int, default=256, help="square image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(handler="data synth")
 
-    p = dsub.add_parser("check", help="validate a dataset: report every defect per file and record")
+    p = _parser(dsub, "check", help="validate a dataset: report every defect per file and record")
     p.add_argument("path", help="COCO annotation json (or a folder containing annotations/*.json)")
     p.add_argument("--images", default=None,
                    help="image folder (default: guessed next to the json, e.g. ../val2017)")
@@ -87,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-report", type=int, default=50, help="problems listed per kind")
     p.set_defaults(handler="data check")
 
-    p = dsub.add_parser("convert", help="convert Pascal VOC or Penn-Fudan folders to COCO json")
+    p = _parser(dsub, "convert", help="convert Pascal VOC or Penn-Fudan folders to COCO json")
     p.add_argument("format", choices=["voc", "pennfudan"], help="source layout")
     p.add_argument("src", help="source folder")
     p.add_argument("--out", required=True, help="output COCO json path")
@@ -96,58 +113,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="data convert")
 
     # train / eval / predict / export ------------------------------------------------------
-    p = sub.add_parser("train", help="train a model from a yaml config (+ key=value overrides)")
+    p = _parser(sub, "train", help="train a model from a yaml config (+ key=value overrides)")
     _add_config_args(p)
     p.set_defaults(handler="train")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
+    p = _parser(sub, "eval", help="evaluate a checkpoint on the config's validation split")
     p.add_argument("checkpoint", help="checkpoint .pt written by `percepta train`")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(handler="eval")
 
-    p = sub.add_parser("predict", help="run a detector on images or folders")
+    p = _parser(sub, "predict", help="run a detector on images or folders")
     p.add_argument("checkpoint", help="checkpoint .pt or exported .onnx model")
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True, help="output folder (COCO-style json + drawn images)")
+    p.add_argument("--coco", metavar="ANNOTATIONS.json", default=None,
+                   help="COCO file whose image ids the predictions take (matched by file name; "
+                        "every image must be in it), so `percepta score detection` can read them")
     p.add_argument("--score-threshold", type=float, default=0.3, help="drawn boxes' minimum score")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps; "
+                        ".onnx models: cpu or cuda (onnxruntime providers)")
     p.add_argument("--no-draw", action="store_true", help="only write the json")
     p.set_defaults(handler="predict")
 
-    p = sub.add_parser("export", help="export a checkpoint (ONNX with the decode in the graph)")
-    p.add_argument("checkpoint")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p = _parser(sub, "export", help="export a checkpoint (ONNX with the decode in the graph)")
+    p.add_argument("checkpoint", help="detection checkpoint .pt written by `percepta train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--out", default=None, help="output path (default: next to the checkpoint)")
     p.add_argument("--decode", choices=["full", "peaks"], default="full",
                    help="full: boxes/scores/labels in the graph; peaks: centerX peak maps only")
-    p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--top-k", type=int, default=100, help="detections per image in the graph")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (11..20)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.set_defaults(handler="export")
 
     # score ---------------------------------------------------------------------------------
-    p_score = sub.add_parser("score", help="evaluate result files from any framework")
+    p_score = _parser(sub, "score", help="evaluate result files from any framework")
     ssub = p_score.add_subparsers(dest="score_verb", metavar="TASK")
     ssub.required = True
-    p = ssub.add_parser("detection", help="COCO AP family + optimal LRP of a COCO results file")
+    p = _parser(ssub, "detection", help="COCO AP family + optimal LRP of a COCO results file")
     p.add_argument("--gt", required=True, help="COCO ground-truth annotation json")
     p.add_argument("--pred", required=True, help="COCO results json (list of detections)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-class", action="store_true", help="also print the per-class table")
     p.set_defaults(handler="score detection")
 
-    p = ssub.add_parser("scene-graph", help="R@K, ngR@K, mR@K, zR@K, A@K of a scene-graph file")
-    p.add_argument("file", help="results json in percepta's scene-graph schema (see README)")
+    p = _parser(ssub, "scene-graph", help="R@K, ngR@K, mR@K, zR@K, A@K of a scene-graph file")
+    p.add_argument("file", help="results json in percepta's scene-graph schema (see docs/data.md)")
     p.add_argument("--mode", choices=["predcls", "sgcls", "sgdet"], default=None,
                    help="override the file's mode")
-    p.add_argument("--box-convention", choices=["vg", "xyxy"], default="vg")
+    p.add_argument("--box-convention", choices=["vg", "xyxy"], default="vg",
+                   help="box format of the file: vg (inclusive pixels) or xyxy")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, help="write the per-predicate R@K bar chart (PNG)")
     p.set_defaults(handler="score scene-graph")
 
-    p = ssub.add_parser("quality", help="SROCC, KROCC, PLCC, RMSE (+ logistic fits)")
+    p = _parser(ssub, "quality", help="SROCC, KROCC, PLCC, RMSE (+ logistic fits)")
     p.add_argument("--pred", required=True, help="predictions: CSV (image,score) or JSON")
     p.add_argument("--mos", required=True, help="human scores: CSV (image,mos) or JSON")
     p.add_argument("--lower-is-better", action="store_true",
@@ -156,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the scatter plot with the fitted curve (PNG)")
     p.set_defaults(handler="score quality")
 
-    p = sub.add_parser("bench", help="run the benchmark scripts in benchmarks/ (JSON lines)")
+    p = _parser(sub, "bench", help="run the benchmark scripts in benchmarks/ (JSON lines)")
     p.add_argument("names", nargs="*", help="benchmark names (default: all)")
     p.set_defaults(handler="bench")
     return parser
@@ -186,17 +209,31 @@ def cli_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmarks_dir() -> Path:
+    """``benchmarks/`` of the source checkout percepta runs from (``src/percepta`` -> repo root),
+    whatever the current directory."""
+    import percepta
+
+    return Path(percepta.__file__).resolve().parents[2] / "benchmarks"
+
+
 def cli_bench(args: argparse.Namespace) -> int:
     import subprocess
-    from pathlib import Path
 
-    root = Path.cwd() / "benchmarks"
+    root = benchmarks_dir()
     scripts = sorted(root.glob("bench_*.py"))
-    if args.names:
-        wanted = {n.removeprefix("bench_").removesuffix(".py") for n in args.names}
-        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
     if not scripts:
-        raise NotAvailableError(f"no benchmark scripts found in {root} (run from the repository root)")
+        raise NotAvailableError(
+            f"no benchmark scripts found in {root}: `percepta bench` runs the benchmarks/ of a "
+            "source checkout; install percepta from one (pip install -e .) to use it")
+    known = {s.stem.removeprefix("bench_"): s for s in scripts}
+    if args.names:
+        wanted = [n.removeprefix("bench_").removesuffix(".py") for n in args.names]
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise PerceptaError(f"unknown benchmark(s) {', '.join(unknown)}; available: "
+                                f"{', '.join(known)}")
+        scripts = [known[n] for n in dict.fromkeys(wanted)]
     status = 0
     for s in scripts:
         status |= subprocess.call([sys.executable, str(s)])
@@ -211,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PERCEPTA_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))  # an interrupted training: 130 / 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
