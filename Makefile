@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test lint test-fast demo bench clean
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 		|| { echo "[make] installation check failed"; exit 1; }
 	@touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: $(STAMP)
 	$(BIN)/percepta demo

@@ -50,8 +50,9 @@ def machine(*packages: str, **extra: Any) -> dict[str, Any]:
     return info
 
 
-def emit(bench: str, ours: float, baseline: float, ratio: float | None = None,
-         **details: Any) -> dict[str, Any]:
+def emit(
+    bench: str, ours: float, baseline: float, ratio: float | None = None, **details: Any
+) -> dict[str, Any]:
     """Print one JSON line ``{"bench", "ours", "baseline", "ratio", **details}`` (flushed) and
     return it; ``ratio`` defaults to ``baseline / ours`` (``None`` when ``ours`` is 0)."""
     if ratio is None:

@@ -30,8 +30,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, f
 from _common import emit, machine  # noqa: E402
 
 
-def make_synthetic(n_images: int, dets_per_image: int = 100, mean_gt: float = 7.0,
-                   n_classes: int = 80, seed: int = 0) -> tuple[dict, list[dict]]:
+def make_synthetic(
+    n_images: int,
+    dets_per_image: int = 100,
+    mean_gt: float = 7.0,
+    n_classes: int = 80,
+    seed: int = 0,
+) -> tuple[dict, list[dict]]:
     """Deterministic COCO ground truth + results list."""
     rng = np.random.default_rng(seed)
     W, H = 640, 480
@@ -48,9 +53,16 @@ def make_synthetic(n_images: int, dets_per_image: int = 100, mean_gt: float = 7.
         c = rng.choice(n_classes, n, p=cls_p) + 1
         crowd = rng.random(n) < 0.01
         for j in range(n):
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": int(c[j]),
-                         "bbox": [float(x[j]), float(y[j]), float(w[j]), float(h[j])],
-                         "area": float(w[j] * h[j]), "iscrowd": int(crowd[j])})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": int(c[j]),
+                    "bbox": [float(x[j]), float(y[j]), float(w[j]), float(h[j])],
+                    "area": float(w[j] * h[j]),
+                    "iscrowd": int(crowd[j]),
+                }
+            )
         # detections: 1-4 jittered copies per GT, then background boxes up to dets_per_image
         copies = rng.integers(1, 5, n)
         src = np.repeat(np.arange(n), copies)[:dets_per_image]
@@ -66,15 +78,28 @@ def make_synthetic(n_images: int, dets_per_image: int = 100, mean_gt: float = 7.
         bw = np.exp(rng.uniform(np.log(8), np.log(320), nb))
         bh = np.clip(bw * np.exp(rng.normal(0, 0.4, nb)), 4, H - 1)
         bx, by = rng.uniform(0, W - bw), rng.uniform(0, H - bh)
-        bc = np.where((rng.random(nb) < 0.5) & (n > 0), rng.choice(c, nb) if n else 1,
-                      rng.choice(n_classes, nb, p=cls_p) + 1)
+        bc = np.where(
+            (rng.random(nb) < 0.5) & (n > 0),
+            rng.choice(c, nb) if n else 1,
+            rng.choice(n_classes, nb, p=cls_p) + 1,
+        )
         bs = rng.beta(2, 5, nb)
-        for xx, yy, ww, hh, cc, ss in zip(np.r_[dx, bx], np.r_[dy, by], np.r_[dw, bw], np.r_[dh, bh],
-                                          np.r_[dc, bc], np.r_[ds, bs]):
-            results.append({"image_id": img_id, "category_id": int(cc),
-                            "bbox": [round(float(xx), 2), round(float(yy), 2),
-                                     round(float(ww), 2), round(float(hh), 2)],
-                            "score": round(float(ss), 5)})
+        for xx, yy, ww, hh, cc, ss in zip(
+            np.r_[dx, bx], np.r_[dy, by], np.r_[dw, bw], np.r_[dh, bh], np.r_[dc, bc], np.r_[ds, bs]
+        ):
+            results.append(
+                {
+                    "image_id": img_id,
+                    "category_id": int(cc),
+                    "bbox": [
+                        round(float(xx), 2),
+                        round(float(yy), 2),
+                        round(float(ww), 2),
+                        round(float(hh), 2),
+                    ],
+                    "score": round(float(ss), 5),
+                }
+            )
     cats = [{"id": i, "name": f"class{i}"} for i in range(1, n_classes + 1)]
     return {"images": images, "annotations": anns, "categories": cats}, results
 
@@ -115,20 +140,35 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke size (200 images)")
     ap.add_argument("--images", type=int, default=None, help="number of images (default 5000)")
-    ap.add_argument("--repeat", type=int, default=3, help="repeats of the fast measurements (best kept)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="repeats of the fast measurements (best kept)"
+    )
     args = ap.parse_args(argv)
     n_images = args.images or (200 if args.quick else 5000)
     gt, results = make_synthetic(n_images)
     info = machine("numpy", "faster_coco_eval", "pycocotools")
-    workload = {"images": n_images, "detections": len(results), "gt_boxes": len(gt["annotations"]),
-                "classes": 80}
+    workload = {
+        "images": n_images,
+        "detections": len(results),
+        "gt_boxes": len(gt["annotations"]),
+        "classes": 80,
+    }
 
-    t_fast, s_fast = min((run_coco("faster_coco_eval", gt, results) for _ in range(args.repeat)),
-                         key=lambda r: r[0])
+    t_fast, s_fast = min(
+        (run_coco("faster_coco_eval", gt, results) for _ in range(args.repeat)), key=lambda r: r[0]
+    )
     t_pyc, s_pyc = run_coco("pycocotools", gt, results)
-    emit("det_eval.coco_ap", round(t_fast, 4), round(t_pyc, 4), ratio=round(t_pyc / t_fast, 4),
-         ours_impl="faster-coco-eval", baseline_impl="pycocotools",
-         stats_max_abs_diff=float(np.abs(s_fast - s_pyc).max()), workload=workload, machine=info)
+    emit(
+        "det_eval.coco_ap",
+        round(t_fast, 4),
+        round(t_pyc, 4),
+        ratio=round(t_pyc / t_fast, 4),
+        ours_impl="faster-coco-eval",
+        baseline_impl="pycocotools",
+        stats_max_abs_diff=float(np.abs(s_fast - s_pyc).max()),
+        workload=workload,
+        machine=info,
+    )
 
     from percepta.detection.coco_results import load_ground_truth, results_to_array
     from percepta.detection.evaluation import evaluate_results
@@ -143,14 +183,35 @@ def main(argv: list[str] | None = None) -> int:
         t_ap = min(t_ap, t)
         t, m = _time(lambda: evaluate_results(g, rows, olrp=True))
         t_all = min(t_all, t)
-    t_lrp, _ = _time(lambda: optimal_lrp(g.ann_image_ids, g.ann_cat_ids, g.ann_boxes, g.ann_areas,
-                                         g.ann_crowd, rows[:, 0].astype(np.int64),
-                                         rows[:, 6].astype(np.int64), rows[:, 1:5], rows[:, 5],
-                                         g.image_ids, g.cat_ids), args.repeat)
-    emit("det_eval.olrp_overhead", round(t_all, 4), round(t_ap, 4), ratio=round(t_ap / t_all, 4),
-         ours_impl="percepta AP + oLRP", baseline_impl="percepta AP only (faster-coco-eval)",
-         olrp_alone_s=round(t_lrp, 4), AP=round(m["AP"], 4), oLRP=round(m["oLRP"], 4),
-         workload=workload, machine=info)
+    t_lrp, _ = _time(
+        lambda: optimal_lrp(
+            g.ann_image_ids,
+            g.ann_cat_ids,
+            g.ann_boxes,
+            g.ann_areas,
+            g.ann_crowd,
+            rows[:, 0].astype(np.int64),
+            rows[:, 6].astype(np.int64),
+            rows[:, 1:5],
+            rows[:, 5],
+            g.image_ids,
+            g.cat_ids,
+        ),
+        args.repeat,
+    )
+    emit(
+        "det_eval.olrp_overhead",
+        round(t_all, 4),
+        round(t_ap, 4),
+        ratio=round(t_ap / t_all, 4),
+        ours_impl="percepta AP + oLRP",
+        baseline_impl="percepta AP only (faster-coco-eval)",
+        olrp_alone_s=round(t_lrp, 4),
+        AP=round(m["AP"], 4),
+        oLRP=round(m["oLRP"], 4),
+        workload=workload,
+        machine=info,
+    )
     return 0
 
 

@@ -71,8 +71,9 @@ def main() -> None:
     from percepta.export.runtime import OnnxPredictor
 
     torch.manual_seed(0)
-    model = build_centernet(CenterNetConfig(backbone="resnet18", num_classes=args.classes,
-                                            input_size=size)).eval()
+    model = build_centernet(
+        CenterNetConfig(backbone="resnet18", num_classes=args.classes, input_size=size)
+    ).eval()
     base_images = parity_images(size, n=1)
     load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,14 +86,28 @@ def main() -> None:
             images[1::2] = images[1::2].flip(-1)  # not all identical
             x = images.float()
             with torch.inference_mode():
-                t = timed({"ours": lambda: predictor(images), "baseline": lambda: model(images),
-                           "graph": lambda: predictor.run_graph(x / 255),
-                           "heads": lambda: model.forward_heads(x)}, repeats)
-            emit(f"onnx_inference_b{b}", t["ours"], t["baseline"], batch=b, size=size,
-                 classes=args.classes, ours_graph_only=t["graph"],
-                 baseline_network_only=t["heads"], export_s=round(export_s, 2),
-                 loadavg_1m_before=load_before,
-                 machine=machine("torch", "onnxruntime", threads=threads))
+                t = timed(
+                    {
+                        "ours": lambda: predictor(images),
+                        "baseline": lambda: model(images),
+                        "graph": lambda: predictor.run_graph(x / 255),
+                        "heads": lambda: model.forward_heads(x),
+                    },
+                    repeats,
+                )
+            emit(
+                f"onnx_inference_b{b}",
+                t["ours"],
+                t["baseline"],
+                batch=b,
+                size=size,
+                classes=args.classes,
+                ours_graph_only=t["graph"],
+                baseline_network_only=t["heads"],
+                export_s=round(export_s, 2),
+                loadavg_1m_before=load_before,
+                machine=machine("torch", "onnxruntime", threads=threads),
+            )
 
 
 if __name__ == "__main__":

@@ -41,20 +41,216 @@ from _common import emit, machine  # noqa: E402
 from percepta.scene_graph.evaluation import SceneGraphEvaluator
 
 # VG150 priors (VG-SGG-dicts-with-attri.json counts, index order; notes appendix).
-OBJECT_COUNT = np.array([
-    2633, 3611, 9951, 7391, 4566, 2666, 3693, 3487, 3296, 5589, 4884, 4339, 4649, 6164, 4297, 2714, 6246, 5152,
-    5467, 8125, 6161, 31805, 5118, 4476, 4130, 17352, 3720, 11936, 3799, 4877, 4285, 4632, 4531, 4305, 3241, 2969,
-    4651, 13354, 2612, 12069, 4870, 2673, 5619, 8419, 12027, 3059, 3238, 8228, 6057, 2470, 2366, 4953, 7543, 10951,
-    4169, 2823, 17422, 17497, 7996, 8366, 21376, 6306, 4457, 5315, 5006, 10463, 5535, 2264, 3706, 3335, 4054, 3077,
-    13984, 22335, 6630, 14182, 4606, 54659, 2037, 4537, 4894, 3630, 4545, 6035, 3294, 2536, 13147, 4714, 2595, 14415,
-    41278, 2645, 5499, 3678, 5058, 6478, 11632, 5567, 21205, 6163, 2726, 2610, 3049, 7922, 6453, 2552, 2498, 4360,
-    4117, 5659, 33920, 12419, 7807, 9478, 23499, 3456, 3898, 3529, 2567, 2212, 9437, 3159, 2934, 10996, 4117, 19064,
-    8821, 2654, 7619, 6353, 2702, 3231, 2957, 7054, 6411, 49902, 4624, 5191, 6389, 2853, 2264, 3943, 5938, 9236,
-    42466, 3177, 4455, 4017, 26910, 4449], dtype=np.float64)
-PREDICATE_COUNT = np.array([
-    47341, 1996, 3092, 3624, 3477, 9903, 10190, 41356, 3288, 3411, 5213, 2312, 3806, 4688, 1973, 9145, 2945, 1853,
-    9894, 277936, 42722, 251756, 13715, 3739, 3083, 1869, 2380, 2253, 96589, 146339, 712409, 1914, 9317, 3095, 2721,
-    2065, 3810, 8856, 2241, 18643, 14185, 2517, 22596, 1925, 1740, 4613, 3490, 136099, 15457, 66425], dtype=np.float64)
+OBJECT_COUNT = np.array(
+    [
+        2633,
+        3611,
+        9951,
+        7391,
+        4566,
+        2666,
+        3693,
+        3487,
+        3296,
+        5589,
+        4884,
+        4339,
+        4649,
+        6164,
+        4297,
+        2714,
+        6246,
+        5152,
+        5467,
+        8125,
+        6161,
+        31805,
+        5118,
+        4476,
+        4130,
+        17352,
+        3720,
+        11936,
+        3799,
+        4877,
+        4285,
+        4632,
+        4531,
+        4305,
+        3241,
+        2969,
+        4651,
+        13354,
+        2612,
+        12069,
+        4870,
+        2673,
+        5619,
+        8419,
+        12027,
+        3059,
+        3238,
+        8228,
+        6057,
+        2470,
+        2366,
+        4953,
+        7543,
+        10951,
+        4169,
+        2823,
+        17422,
+        17497,
+        7996,
+        8366,
+        21376,
+        6306,
+        4457,
+        5315,
+        5006,
+        10463,
+        5535,
+        2264,
+        3706,
+        3335,
+        4054,
+        3077,
+        13984,
+        22335,
+        6630,
+        14182,
+        4606,
+        54659,
+        2037,
+        4537,
+        4894,
+        3630,
+        4545,
+        6035,
+        3294,
+        2536,
+        13147,
+        4714,
+        2595,
+        14415,
+        41278,
+        2645,
+        5499,
+        3678,
+        5058,
+        6478,
+        11632,
+        5567,
+        21205,
+        6163,
+        2726,
+        2610,
+        3049,
+        7922,
+        6453,
+        2552,
+        2498,
+        4360,
+        4117,
+        5659,
+        33920,
+        12419,
+        7807,
+        9478,
+        23499,
+        3456,
+        3898,
+        3529,
+        2567,
+        2212,
+        9437,
+        3159,
+        2934,
+        10996,
+        4117,
+        19064,
+        8821,
+        2654,
+        7619,
+        6353,
+        2702,
+        3231,
+        2957,
+        7054,
+        6411,
+        49902,
+        4624,
+        5191,
+        6389,
+        2853,
+        2264,
+        3943,
+        5938,
+        9236,
+        42466,
+        3177,
+        4455,
+        4017,
+        26910,
+        4449,
+    ],
+    dtype=np.float64,
+)
+PREDICATE_COUNT = np.array(
+    [
+        47341,
+        1996,
+        3092,
+        3624,
+        3477,
+        9903,
+        10190,
+        41356,
+        3288,
+        3411,
+        5213,
+        2312,
+        3806,
+        4688,
+        1973,
+        9145,
+        2945,
+        1853,
+        9894,
+        277936,
+        42722,
+        251756,
+        13715,
+        3739,
+        3083,
+        1869,
+        2380,
+        2253,
+        96589,
+        146339,
+        712409,
+        1914,
+        9317,
+        3095,
+        2721,
+        2065,
+        3810,
+        8856,
+        2241,
+        18643,
+        14185,
+        2517,
+        22596,
+        1925,
+        1740,
+        4613,
+        3490,
+        136099,
+        15457,
+        66425,
+    ],
+    dtype=np.float64,
+)
 OBJ_PRIOR = OBJECT_COUNT / OBJECT_COUNT.sum()
 PRED_PRIOR = PREDICATE_COUNT / PREDICATE_COUNT.sum()
 NUM_PRED = 50
@@ -64,19 +260,42 @@ WORKLOADS = {  # name: (mode, seed, images, GT objects, GT relations, predicted 
     "b": ("sgdet", 303, 300, 22, 12, 80),
 }
 FINGERPRINTS = {
-    "a": ("f6401e3c4909ec12417e0b43346878c928358188f0173d275278c4caa939b24a",
-          "f1a67ba97f7d1ce214585c4de1e0d213dd17387b1c092857b107516023dbea40"),
-    "b": ("5a660fab4b17d78e5cdfca01edefba64102efa8d0f10163e946a4549e16847d4",
-          "868942b622e2c90c11b396e05e8312127bd68a6db1be551e642a7574a330a061"),
+    "a": (
+        "f6401e3c4909ec12417e0b43346878c928358188f0173d275278c4caa939b24a",
+        "f1a67ba97f7d1ce214585c4de1e0d213dd17387b1c092857b107516023dbea40",
+    ),
+    "b": (
+        "5a660fab4b17d78e5cdfca01edefba64102efa8d0f10163e946a4549e16847d4",
+        "868942b622e2c90c11b396e05e8312127bd68a6db1be551e642a7574a330a061",
+    ),
 }
 OFFICIAL_VALUES = {  # notes §3.6, 4 decimals, full workloads
-    "a": {"R": (.5655, .6060, .6182), "ngR": (.5790, .6595, .7215), "mR": (.2649, .3045, .3123),
-          "ng-mR": (.2780, .3526, .4357), "zR": (.5828, .6245, .6309), "A": (.6187, .6187, .6187)},
-    "b": {"R": (.2258, .2628, .2844), "ngR": (.2286, .2683, .2942), "mR": (.0880, .1067, .1202),
-          "ng-mR": (.0899, .1087, .1266), "zR": (.2340, .2694, .2968)},
+    "a": {
+        "R": (0.5655, 0.6060, 0.6182),
+        "ngR": (0.5790, 0.6595, 0.7215),
+        "mR": (0.2649, 0.3045, 0.3123),
+        "ng-mR": (0.2780, 0.3526, 0.4357),
+        "zR": (0.5828, 0.6245, 0.6309),
+        "A": (0.6187, 0.6187, 0.6187),
+    },
+    "b": {
+        "R": (0.2258, 0.2628, 0.2844),
+        "ngR": (0.2286, 0.2683, 0.2942),
+        "mR": (0.0880, 0.1067, 0.1202),
+        "ng-mR": (0.0899, 0.1087, 0.1266),
+        "zR": (0.2340, 0.2694, 0.2968),
+    },
 }
-ARRAY_KEYS = ("gt_boxes", "gt_labels", "gt_rels", "pred_boxes", "pred_labels", "pred_scores",
-              "rel_pair_idxs", "rel_scores")
+ARRAY_KEYS = (
+    "gt_boxes",
+    "gt_labels",
+    "gt_rels",
+    "pred_boxes",
+    "pred_labels",
+    "pred_scores",
+    "rel_pair_idxs",
+    "rel_scores",
+)
 
 
 # -- workload generator (notes §3) -------------------------------------------------------------
@@ -154,9 +373,16 @@ def generate_image(workload: str, index: int) -> dict[str, np.ndarray]:
     probs = (z / z.sum(1, keepdims=True)).astype(np.float32)
     triple = probs[:, 1:].max(1) * pred_scores[pairs[:, 0]] * pred_scores[pairs[:, 1]]
     order = np.argsort(-triple, kind="stable")
-    return {"gt_boxes": gt_boxes, "gt_labels": gt_labels.astype(np.int64), "gt_rels": gt_rels,
-            "pred_boxes": pred_boxes, "pred_labels": pred_labels, "pred_scores": pred_scores,
-            "rel_pair_idxs": pairs[order], "rel_scores": probs[order]}
+    return {
+        "gt_boxes": gt_boxes,
+        "gt_labels": gt_labels.astype(np.int64),
+        "gt_rels": gt_rels,
+        "pred_boxes": pred_boxes,
+        "pred_labels": pred_labels,
+        "pred_scores": pred_scores,
+        "rel_pair_idxs": pairs[order],
+        "rel_scores": probs[order],
+    }
 
 
 def zero_shot_list(workload: str, images: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -200,25 +426,32 @@ def _iou_plus_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a[:, None] + area_b - inter)
 
 
-def _triplets(rels: np.ndarray, classes: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _triplets(
+    rels: np.ndarray, classes: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     s, o, p = rels[:, 0], rels[:, 1], rels[:, 2]
     return np.column_stack((classes[s], p, classes[o])), np.column_stack((boxes[s], boxes[o]))
 
 
-def _pred_to_gt(gt_t: np.ndarray, pred_t: np.ndarray, gt_b: np.ndarray, pred_b: np.ndarray,
-                thr: float = 0.5) -> list[list[int]]:
+def _pred_to_gt(
+    gt_t: np.ndarray, pred_t: np.ndarray, gt_b: np.ndarray, pred_b: np.ndarray, thr: float = 0.5
+) -> list[list[int]]:
     keeps = _intersect_2d(gt_t, pred_t)
     has = keeps.any(1)
     out: list[list[int]] = [[] for _ in range(pred_b.shape[0])]
     for gi, gb, keep in zip(np.where(has)[0], gt_b[has], keeps[has]):
         cand = pred_b[keep]
-        ok = (_iou_plus_one(gb[None, :4], cand[:, :4])[0] >= thr) & (_iou_plus_one(gb[None, 4:], cand[:, 4:])[0] >= thr)
+        ok = (_iou_plus_one(gb[None, :4], cand[:, :4])[0] >= thr) & (
+            _iou_plus_one(gb[None, 4:], cand[:, 4:])[0] >= thr
+        )
         for i in np.where(keep)[0][ok]:
             out[i].append(int(gi))
     return out
 
 
-def baseline_evaluate(images: list[dict[str, np.ndarray]], zs: np.ndarray, mode: str) -> dict[str, Any]:
+def baseline_evaluate(
+    images: list[dict[str, np.ndarray]], zs: np.ndarray, mode: str
+) -> dict[str, Any]:
     """Official-style evaluation, one image at a time; returns the same keys as percepta."""
     names = ["R", "ngR", "zR", "ng-zR", "A_hit", "A_count"]
     lists: dict[str, dict[int, list]] = {n: {k: [] for k in KS} for n in names}
@@ -228,12 +461,18 @@ def baseline_evaluate(images: list[dict[str, np.ndarray]], zs: np.ndarray, mode:
         gt_rels, gt_boxes, gt_cls = im["gt_rels"], im["gt_boxes"], im["gt_labels"]
         if len(gt_rels) == 0:
             continue
-        zidx = np.where(_intersect_2d(np.column_stack((gt_cls[gt_rels[:, 0]], gt_cls[gt_rels[:, 1]],
-                                                      gt_rels[:, 2])), zs).sum(-1) > 0)[0].tolist()
+        zidx = np.where(
+            _intersect_2d(
+                np.column_stack((gt_cls[gt_rels[:, 0]], gt_cls[gt_rels[:, 1]], gt_rels[:, 2])), zs
+            ).sum(-1)
+            > 0
+        )[0].tolist()
         inds, scores = im["rel_pair_idxs"], im["rel_scores"]
         if mode != "sgdet":
-            in_gt = ((inds[:, 0] * 1024 + inds[:, 1])[:, None]
-                     == (gt_rels[:, 0] * 1024 + gt_rels[:, 1])[None, :]).sum(-1) > 0
+            in_gt = (
+                (inds[:, 0] * 1024 + inds[:, 1])[:, None]
+                == (gt_rels[:, 0] * 1024 + gt_rels[:, 1])[None, :]
+            ).sum(-1) > 0
         if mode == "predcls":
             boxes, cls, obj_scores = gt_boxes, gt_cls, np.ones(gt_cls.shape[0])
         else:
@@ -261,7 +500,9 @@ def baseline_evaluate(images: list[dict[str, np.ndarray]], zs: np.ndarray, mode:
                 match = reduce(np.union1d, src[:k])
                 if zidx:
                     ml = match.tolist() if not isinstance(match, list) else match
-                    lists[key][k].append((len(zidx) + len(ml) - len(set(zidx + ml))) / float(len(zidx)))
+                    lists[key][k].append(
+                        (len(zidx) + len(ml) - len(set(zidx + ml))) / float(len(zidx))
+                    )
         if zidx:
             zids.append(idx)
         if mode != "sgdet":
@@ -298,8 +539,11 @@ def baseline_evaluate(images: list[dict[str, np.ndarray]], zs: np.ndarray, mode:
         for k in KS:
             res[f"A@{k}"] = float(np.mean(lists["A_hit"][k]) / np.mean(lists["A_count"][k]))
     res["per_predicate"] = per_pred
-    res["per_image"] = {"evaluated_image_ids": ids, "zeroshot_image_ids": zids,
-                        **{n: lists[n] for n in names if mode != "sgdet" or not n.startswith("A_")}}
+    res["per_image"] = {
+        "evaluated_image_ids": ids,
+        "zeroshot_image_ids": zids,
+        **{n: lists[n] for n in names if mode != "sgdet" or not n.startswith("A_")},
+    }
     return res
 
 
@@ -309,9 +553,23 @@ def to_torch(images: list[dict[str, np.ndarray]]) -> list[tuple[dict, dict]]:
     out = []
     for i, im in enumerate(images):
         t = {k: torch.from_numpy(v) for k, v in im.items()}
-        out.append(({"boxes": t["pred_boxes"], "labels": t["pred_labels"], "scores": t["pred_scores"],
-                     "rel_pairs": t["rel_pair_idxs"], "rel_scores": t["rel_scores"]},
-                    {"boxes": t["gt_boxes"], "labels": t["gt_labels"], "relations": t["gt_rels"], "image_id": i}))
+        out.append(
+            (
+                {
+                    "boxes": t["pred_boxes"],
+                    "labels": t["pred_labels"],
+                    "scores": t["pred_scores"],
+                    "rel_pairs": t["rel_pair_idxs"],
+                    "rel_scores": t["rel_scores"],
+                },
+                {
+                    "boxes": t["gt_boxes"],
+                    "labels": t["gt_labels"],
+                    "relations": t["gt_rels"],
+                    "image_id": i,
+                },
+            )
+        )
     return out
 
 
@@ -361,25 +619,40 @@ def run(workload: str, num_images: int, repeats: int) -> dict[str, Any]:
         t_base.append(time.perf_counter() - t0)
     ours_s = statistics.median(t_ours) / num_images
     base_s = statistics.median(t_base) / num_images
-    out: dict[str, Any] = {"bench": f"sgg_eval_{workload}", "mode": mode, "images": num_images,
-                           "ours": ours_s, "baseline": base_s, "ratio": base_s / ours_s,
-                           "identical": not diffs, "machine": machine("numpy", "torch")}
+    out: dict[str, Any] = {
+        "bench": f"sgg_eval_{workload}",
+        "mode": mode,
+        "images": num_images,
+        "ours": ours_s,
+        "baseline": base_s,
+        "ratio": base_s / ours_s,
+        "identical": not diffs,
+        "machine": machine("numpy", "torch"),
+    }
     if diffs:
         out["differences"] = diffs[:10]
     if num_images == WORKLOADS[workload][2]:
         fp_img, fp_zs = FINGERPRINTS[workload]
-        out["fingerprint_ok"] = fingerprint(images) == fp_img and \
-            hashlib.sha256(np.ascontiguousarray(zs).tobytes()).hexdigest() == fp_zs
-        out["official_values_ok"] = all(abs(round(ours[f"{key}@{k}"], 4) - v) < 1.5e-4
-                                        for key, vals in OFFICIAL_VALUES[workload].items()
-                                        for k, v in zip(KS, vals))
+        out["fingerprint_ok"] = (
+            fingerprint(images) == fp_img
+            and hashlib.sha256(np.ascontiguousarray(zs).tobytes()).hexdigest() == fp_zs
+        )
+        out["official_values_ok"] = all(
+            abs(round(ours[f"{key}@{k}"], 4) - v) < 1.5e-4
+            for key, vals in OFFICIAL_VALUES[workload].items()
+            for k, v in zip(KS, vals)
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="10x fewer images, one timed run (smoke test)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per side (median; default 3, quick 1)")
+    ap.add_argument(
+        "--quick", action="store_true", help="10x fewer images, one timed run (smoke test)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per side (median; default 3, quick 1)"
+    )
     ap.add_argument("--only", choices=sorted(WORKLOADS), default=None)
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)

@@ -48,12 +48,23 @@ def main() -> None:
     n_batches = 3 if args.quick else 12
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
-        generate_detection(data, num_images=max(2 * batch * n_batches, 40), image_size=args.size,
-                           val_fraction=0.0, seed=0)
-        ds = build_coco_dataset(CocoDatasetConfig(ann_file=str(data / "annotations/instances_train.json")),
-                                root=".", train=True)
-        model = build_centernet(CenterNetConfig(num_classes=ds.num_classes, class_names=ds.class_names,
-                                                input_size=args.size))
+        generate_detection(
+            data,
+            num_images=max(2 * batch * n_batches, 40),
+            image_size=args.size,
+            val_fraction=0.0,
+            seed=0,
+        )
+        ds = build_coco_dataset(
+            CocoDatasetConfig(ann_file=str(data / "annotations/instances_train.json")),
+            root=".",
+            train=True,
+        )
+        model = build_centernet(
+            CenterNetConfig(
+                num_classes=ds.num_classes, class_names=ds.class_names, input_size=args.size
+            )
+        )
         loader = build_train_loader(ds, batch, num_workers=args.workers)
         it = iter(loader)
         first = next(it)
@@ -67,13 +78,36 @@ def main() -> None:
     step = parts["step_s"]
     m = machine("torch")
     rows = [
-        {"bench": "train_step_targets", "ours": parts["targets_s"], "baseline": step,
-         "ratio": step / parts["targets_s"], "share": parts["targets_s"] / step, "batch": batch,
-         "size": args.size, "machine": m},
-        {"bench": "train_step_throughput", "ours": step, "baseline": step, "ratio": 1.0,
-         "images_per_s": batch / step, "batch": batch, "size": args.size, "machine": m},
-        {"bench": "train_loader_vs_model", "ours": loader_s, "baseline": step, "ratio": step / loader_s,
-         "workers": args.workers, "batch": batch, "size": args.size, "machine": m},
+        {
+            "bench": "train_step_targets",
+            "ours": parts["targets_s"],
+            "baseline": step,
+            "ratio": step / parts["targets_s"],
+            "share": parts["targets_s"] / step,
+            "batch": batch,
+            "size": args.size,
+            "machine": m,
+        },
+        {
+            "bench": "train_step_throughput",
+            "ours": step,
+            "baseline": step,
+            "ratio": 1.0,
+            "images_per_s": batch / step,
+            "batch": batch,
+            "size": args.size,
+            "machine": m,
+        },
+        {
+            "bench": "train_loader_vs_model",
+            "ours": loader_s,
+            "baseline": step,
+            "ratio": step / loader_s,
+            "workers": args.workers,
+            "batch": batch,
+            "size": args.size,
+            "machine": m,
+        },
     ]
     for r in rows:
         emit(**r)

@@ -35,12 +35,21 @@ def builtin_data(root: Path = DATA, options: dict[str, Any] | None = None) -> Pa
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
-def run(config: str, name: str, overrides: list[str] = (), force: bool = False,
-        data_key: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    config: str,
+    name: str,
+    overrides: list[str] = (),
+    force: bool = False,
+    data_key: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``config`` as run ``name`` (with ``overrides``) unless a finished run of the same
     config exists; an interrupted one is resumed. Returns ``{"metrics", "per_class",
     "train_seconds", "run_dir"}``, also written to ``runs/<name>/final_metrics.json``.
@@ -55,7 +64,9 @@ def run(config: str, name: str, overrides: list[str] = (), force: bool = False,
     wanted = config_lib.to_dict(cfg)
     if not force and final.is_file() and last.is_file():
         done = json.loads(final.read_text())
-        if done.get("config") == to_jsonable(wanted) and done.get("data_key") == to_jsonable(data_key):
+        if done.get("config") == to_jsonable(wanted) and done.get("data_key") == to_jsonable(
+            data_key
+        ):
             print(f"[experiment] {name}: finished run found, reusing {final}", flush=True)
             return done
     if not force and last.is_file():
@@ -77,7 +88,9 @@ def run(config: str, name: str, overrides: list[str] = (), force: bool = False,
         metrics, error = {}, str(e)
     seconds = time.perf_counter() - t0
     result = {
-        "metrics": {k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, (list, dict))},
+        "metrics": {
+            k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, (list, dict))
+        },
         "per_class": to_jsonable(metrics.get("per_class", [])),
         "train_seconds": round(seconds, 1),
         "run_dir": str(run_dir),
@@ -123,9 +136,16 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(out_dir: Path, title: str, table_header: list[str], table_rows: list[list[Any]],
-                  payload: dict[str, Any], curves: list[tuple[str, dict[str, str], bool]] = (),
-                  notes: list[str] = (), gallery: list[tuple[Path, str]] = ()) -> Path:
+def write_summary(
+    out_dir: Path,
+    title: str,
+    table_header: list[str],
+    table_rows: list[list[Any]],
+    payload: dict[str, Any],
+    curves: list[tuple[str, dict[str, str], bool]] = (),
+    notes: list[str] = (),
+    gallery: list[tuple[Path, str]] = (),
+) -> Path:
     """Write ``summary.json``, ``summary.md`` and ``report.html`` (table + overlaid curves).
 
     ``curves``: ``(metric key, {label: run_dir}, from_eval)`` per plot.
@@ -136,17 +156,23 @@ def write_summary(out_dir: Path, title: str, table_header: list[str], table_rows
     out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown_table(table_header, table_rows)
     (out_dir / "summary.md").write_text(f"# {title}\n\n{md}\n\n" + "\n".join(notes) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(
-        {"title": title, "machine": machine(), **to_jsonable(payload)}, indent=2))
+    (out_dir / "summary.json").write_text(
+        json.dumps({"title": title, "machine": machine(), **to_jsonable(payload)}, indent=2)
+    )
     rep = Report(title=title, subtitle=f"machine: {machine()}")
     rep.table(table_header, table_rows)
     for n in notes:
         rep.paragraph(n, "note")
     for key, runs, from_eval in curves:
         rows = {label: read_metrics(Path(d) / "metrics.jsonl") for label, d in runs.items()}
-        png = plot_compare(rows, key, out_dir / f"{key}{'_eval' if from_eval else ''}.png",
-                           title=f"{key} per iteration", from_eval=from_eval,
-                           log=not from_eval and "loss" in key)
+        png = plot_compare(
+            rows,
+            key,
+            out_dir / f"{key}{'_eval' if from_eval else ''}.png",
+            title=f"{key} per iteration",
+            from_eval=from_eval,
+            log=not from_eval and "loss" in key,
+        )
         if png is not None:
             rep.image(png, key)
     if gallery:

@@ -54,10 +54,15 @@ def build_split(data: Path) -> None:
 
     counts = {
         "a_train": coco_subset(src_train, ann / "mt_a_train.json", [A], keep_image=in_a),
-        "b_train": coco_subset(src_train, ann / "mt_b_train.json", [B],
-                               keep_image=lambda im: not in_a(im)),
-        "ab_train": coco_subset(src_train, ann / "mt_ab_train.json", [A, B],
-                                keep_annotation=lambda a, name: (a["image_id"] in half_a) == (name == A)),
+        "b_train": coco_subset(
+            src_train, ann / "mt_b_train.json", [B], keep_image=lambda im: not in_a(im)
+        ),
+        "ab_train": coco_subset(
+            src_train,
+            ann / "mt_ab_train.json",
+            [A, B],
+            keep_annotation=lambda a, name: (a["image_id"] in half_a) == (name == A),
+        ),
         "a_val": coco_subset(src_val, ann / "mt_a_val.json", [A]),
         "b_val": coco_subset(src_val, ann / "mt_b_val.json", [B]),
         "ab_val": coco_subset(src_val, ann / "mt_ab_val.json", [A, B]),
@@ -75,25 +80,40 @@ def main() -> int:
     # what the configs cannot see: which class each annotation file holds
     key_a, key_b, key_ab = {"a": A}, {"b": B}, {"a": A, "b": B}
     res = {
-        "teacher_a": run(f"{CONFIGS}/teacher_a.yaml", "mt_teacher_a", force=args.force, data_key=key_a),
-        "teacher_b": run(f"{CONFIGS}/teacher_b.yaml", "mt_teacher_b", force=args.force, data_key=key_b),
-        "naive_joint": run(f"{CONFIGS}/naive_joint.yaml", "mt_naive_joint", force=args.force,
-                           data_key=key_ab),
+        "teacher_a": run(
+            f"{CONFIGS}/teacher_a.yaml", "mt_teacher_a", force=args.force, data_key=key_a
+        ),
+        "teacher_b": run(
+            f"{CONFIGS}/teacher_b.yaml", "mt_teacher_b", force=args.force, data_key=key_b
+        ),
+        "naive_joint": run(
+            f"{CONFIGS}/naive_joint.yaml", "mt_naive_joint", force=args.force, data_key=key_ab
+        ),
     }
     # a retrained teacher makes the student stale: its key holds the teachers' checkpoint digests
-    teachers = {k: file_digest(Path(res[f"teacher_{k}"]["run_dir"]) / "checkpoints" / "last.pt")
-                for k in ("a", "b")}
-    res["student"] = run(f"{CONFIGS}/student.yaml", "mt_student", force=args.force,
-                         data_key={**key_ab, "teachers": teachers})
+    teachers = {
+        k: file_digest(Path(res[f"teacher_{k}"]["run_dir"]) / "checkpoints" / "last.pt")
+        for k in ("a", "b")
+    }
+    res["student"] = run(
+        f"{CONFIGS}/student.yaml",
+        "mt_student",
+        force=args.force,
+        data_key={**key_ab, "teachers": teachers},
+    )
     ap_a = {k: class_metric(r, A) for k, r in res.items()}
     ap_b = {k: class_metric(r, B) for k, r in res.items()}
     ap50_a = {k: class_metric(r, A, "AP50") for k, r in res.items()}
     ap50_b = {k: class_metric(r, B, "AP50") for k, r in res.items()}
-    labels = {"teacher_a": "teacher A (labels: a only)", "teacher_b": "teacher B (labels: b only)",
-              "naive_joint": "naive joint (A+B, missing labels)",
-              "student": "multi-teacher student (no labels)"}
-    rows = [[labels[k], ap_a[k], ap50_a[k], ap_b[k], ap50_b[k], res[k]["train_seconds"]]
-            for k in res]
+    labels = {
+        "teacher_a": "teacher A (labels: a only)",
+        "teacher_b": "teacher B (labels: b only)",
+        "naive_joint": "naive joint (A+B, missing labels)",
+        "student": "multi-teacher student (no labels)",
+    }
+    rows = [
+        [labels[k], ap_a[k], ap50_a[k], ap_b[k], ap50_b[k], res[k]["train_seconds"]] for k in res
+    ]
     student_vs = {
         "student_AP_a / teacher_A_AP_a": ap_a["student"] / ap_a["teacher_a"],
         "student_AP_b / teacher_B_AP_b": ap_b["student"] / ap_b["teacher_b"],
@@ -101,18 +121,25 @@ def main() -> int:
         "student_AP_b - naive_AP_b": ap_b["student"] - ap_b["naive_joint"],
     }
     notes = [f"{k}: {v:.3f}" for k, v in student_vs.items()]
-    notes.append("AP/AP50 per class on the same 400 validation images (every circle and triangle "
-                 "labelled); teachers are evaluated on their own class only. Same recipe and "
-                 "number of iterations for all four runs.")
+    notes.append(
+        "AP/AP50 per class on the same 400 validation images (every circle and triangle "
+        "labelled); teachers are evaluated on their own class only. Same recipe and "
+        "number of iterations for all four runs."
+    )
     from percepta.demo import predict_examples
 
     out = Path("runs/multi_teacher")
     student_ckpt = Path(res["student"]["run_dir"]) / "checkpoints" / "last.pt"
     examples = predict_examples(student_ckpt, data / "val", out / "student_predictions", n=8)
-    write_summary(out, "Multi-teacher distillation (built-in data)",
-                  ["run", f"AP {A}", f"AP50 {A}", f"AP {B}", f"AP50 {B}", "train s"], rows,
-                  {"results": res, "comparison": student_vs}, notes=notes,
-                  gallery=[(p, f"student: {c}") for p, c in examples])
+    write_summary(
+        out,
+        "Multi-teacher distillation (built-in data)",
+        ["run", f"AP {A}", f"AP50 {A}", f"AP {B}", f"AP50 {B}", "train s"],
+        rows,
+        {"results": res, "comparison": student_vs},
+        notes=notes,
+        gallery=[(p, f"student: {c}") for p, c in examples],
+    )
     return 0
 
 

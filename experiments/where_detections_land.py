@@ -23,8 +23,13 @@ from torchvision.ops import box_iou
 from percepta.detection.predict import load_predictor, predict_files
 
 
-def landing(predictions: list[dict], ground_truth: list[list[tuple[str, list[float]]]], cls: int,
-            name: str, score: float) -> Counter:
+def landing(
+    predictions: list[dict],
+    ground_truth: list[list[tuple[str, list[float]]]],
+    cls: int,
+    name: str,
+    score: float,
+) -> Counter:
     """Bin the detections of class index ``cls`` (named ``name``) above ``score`` per image.
 
     ``ground_truth[i]``: ``(class name, [x0, y0, x1, y1])`` of every object of image ``i``.
@@ -40,8 +45,11 @@ def landing(predictions: list[dict], ground_truth: list[list[tuple[str, list[flo
         iou = box_iou(boxes, gt_boxes)  # [detections, objects]
         best_same = iou[:, is_same].max(dim=1).values if is_same.any() else torch.zeros(len(boxes))
         iou_other = iou.masked_fill(is_same[None], -1.0)
-        best_other, which = (iou_other.max(dim=1) if len(gts) else
-                             (torch.zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)))
+        best_other, which = (
+            iou_other.max(dim=1)
+            if len(gts)
+            else (torch.zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long))
+        )
         for same, other, j in zip(best_same.tolist(), best_other.tolist(), which.tolist()):
             if same > 0.5:
                 bins["true positive"] += 1
@@ -65,7 +73,9 @@ def main() -> int:
     objects: dict[int, list] = {}
     for a in coco["annotations"]:
         x, y, w, h = a["bbox"]
-        objects.setdefault(a["image_id"], []).append((names[a["category_id"]], [x, y, x + w, y + h]))
+        objects.setdefault(a["image_id"], []).append(
+            (names[a["category_id"]], [x, y, x + w, y + h])
+        )
     predictor, classes = load_predictor(args.checkpoint, "cpu")
     if args.cls not in classes:
         raise SystemExit(f"{args.checkpoint}: no class {args.cls!r}; it has {classes}")
@@ -74,8 +84,17 @@ def main() -> int:
     truth = [objects.get(image_ids[f], []) for f, _, _ in results]
     bins = landing([p for _, _, p in results], truth, classes.index(args.cls), args.cls, args.score)
     n_gt = sum(1 for gts in truth for n, _ in gts if n == args.cls)
-    print(json.dumps({"checkpoint": args.checkpoint, "class": args.cls, "score_above": args.score,
-                      "objects_of_class": n_gt, "detections": dict(bins.most_common())}))
+    print(
+        json.dumps(
+            {
+                "checkpoint": args.checkpoint,
+                "class": args.cls,
+                "score_above": args.score,
+                "objects_of_class": n_gt,
+                "detections": dict(bins.most_common()),
+            }
+        )
+    )
     return 0
 
 

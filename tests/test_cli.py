@@ -9,9 +9,21 @@ import pytest
 
 from percepta import cli
 
-VERBS = [["demo"], ["list"], ["data", "synth"], ["data", "check"], ["data", "convert"], ["train"],
-         ["eval"], ["predict"], ["export"], ["score", "detection"], ["score", "scene-graph"],
-         ["score", "quality"], ["bench"]]
+VERBS = [
+    ["demo"],
+    ["list"],
+    ["data", "synth"],
+    ["data", "check"],
+    ["data", "convert"],
+    ["train"],
+    ["eval"],
+    ["predict"],
+    ["export"],
+    ["score", "detection"],
+    ["score", "scene-graph"],
+    ["score", "quality"],
+    ["bench"],
+]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v))
@@ -53,5 +65,7 @@ def test_not_available_task_is_clear(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point():
-    out = subprocess.run([sys.executable, "-m", "percepta", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "percepta", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.startswith("percepta ")

@@ -28,18 +28,36 @@ def ckpt(tmp_path_factory) -> Path:
     from percepta.engine.build import build_model
     from percepta.engine.checkpoint import FORMAT, VERSION, save_checkpoint
 
-    cfg = config.load(None, ["name=ux", "task=detection", "model.name=centernet",
-                             "model.backbone=resnet18", "model.input_size=64",
-                             "model.neck_channels=[32,32,32]", "model.head_conv=16",
-                             "model.num_classes=3", "model.class_names=[a,b,c]",
-                             "model.category_ids=[1,2,3]"])
+    cfg = config.load(
+        None,
+        [
+            "name=ux",
+            "task=detection",
+            "model.name=centernet",
+            "model.backbone=resnet18",
+            "model.input_size=64",
+            "model.neck_channels=[32,32,32]",
+            "model.head_conv=16",
+            "model.num_classes=3",
+            "model.class_names=[a,b,c]",
+            "model.category_ids=[1,2,3]",
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     path = tmp_path_factory.mktemp("ux") / "tiny.pt"
-    return save_checkpoint({"format": FORMAT, "version": VERSION,
-                            "percepta_version": percepta.__version__, "task": "detection",
-                            "config": config.to_dict(cfg), "model": model.state_dict(),
-                            "iteration": 0}, path)
+    return save_checkpoint(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "percepta_version": percepta.__version__,
+            "task": "detection",
+            "config": config.to_dict(cfg),
+            "model": model.state_dict(),
+            "iteration": 0,
+        },
+        path,
+    )
 
 
 @pytest.fixture()
@@ -47,8 +65,9 @@ def images(tmp_path) -> Path:
     folder = tmp_path / "imgs"
     folder.mkdir()
     g = torch.Generator().manual_seed(0)
-    write_png(torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8, generator=g),
-              str(folder / "good.png"))
+    write_png(
+        torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8, generator=g), str(folder / "good.png")
+    )
     return folder
 
 
@@ -64,15 +83,17 @@ def _one_line_error(capsys) -> str:
 
 # ------------------------------------------------------------------------------- --device
 def test_unknown_device_is_one_line(ckpt, images, tmp_path, capsys):
-    code = cli.main(["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"),
-                     "--device", "banana"])
+    code = cli.main(
+        ["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"), "--device", "banana"]
+    )
     assert code == 2 and "banana" in _one_line_error(capsys)
 
 
 def test_cuda_device_without_cuda_is_one_line(ckpt, images, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code = cli.main(["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"),
-                     "--device", "cuda"])
+    code = cli.main(
+        ["predict", str(ckpt), str(images), "--out", str(tmp_path / "o"), "--device", "cuda"]
+    )
     err = _one_line_error(capsys)
     assert code == 2 and "CUDA is not available" in err and "--device cpu" in err
 
@@ -81,7 +102,7 @@ def test_cuda_device_without_cuda_is_one_line(ckpt, images, tmp_path, capsys, mo
 def _bad_files(folder: Path) -> None:
     (folder / "text.png").write_bytes(b"not a png at all")
     (folder / "empty.jpg").write_bytes(b"")
-    jpg = (REPO.parent / "shared" / "data" / "tiny_coco" / "val2017" / "000000397133.jpg")
+    jpg = REPO.parent / "shared" / "data" / "tiny_coco" / "val2017" / "000000397133.jpg"
     if jpg.is_file():
         (folder / "truncated.jpg").write_bytes(jpg.read_bytes()[:3000])
 
@@ -105,8 +126,11 @@ def test_skip_messages_name_the_file_without_cpp_paths(ckpt, images, tmp_path, c
     out = tmp_path / "o"
     assert cli.main(["predict", str(ckpt), str(images), "--out", str(out)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("skipped")]
-    expected = {"text.png": "not a supported image format", "empty.jpg": "empty file",
-                "truncated.jpg": "truncated"}
+    expected = {
+        "text.png": "not a supported image format",
+        "empty.jpg": "empty file",
+        "truncated.jpg": "truncated",
+    }
     expected = {k: v for k, v in expected.items() if (images / k).exists()}
     assert len(lines) == len(expected)
     for line in lines:
@@ -123,8 +147,9 @@ def test_weight_mismatch_lists_keys_and_shapes(ckpt, images, tmp_path, capsys):
     from percepta.engine.checkpoint import save_checkpoint
 
     state = torch.load(ckpt, weights_only=True)
-    state["config"]["model"].update(num_classes=5, class_names=list("abcde"),
-                                    category_ids=[1, 2, 3, 4, 5])
+    state["config"]["model"].update(
+        num_classes=5, class_names=list("abcde"), category_ids=[1, 2, 3, 4, 5]
+    )
     weights = state["model"]
     gone = "head.reg.0.weight"
     del weights[gone]
@@ -144,8 +169,11 @@ def test_init_weights_mismatch_lists_keys(ckpt, tmp_path):
     from percepta.errors import CheckpointError
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
-    with pytest.raises(CheckpointError, match=r"no weight matches.*2 missing keys: 0.weight, "
-                                              r"0.bias.*unexpected keys"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no weight matches.*2 missing keys: 0.weight, "
+        r"0.bias.*unexpected keys",
+    ):
         load_model_weights(model, ckpt)
 
 

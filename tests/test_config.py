@@ -32,6 +32,7 @@ def _toy_model():
 def _build_toy(cfg):
     return cfg
 
+
 TOY = ["model.name=toy_config_model"]
 
 
@@ -41,7 +42,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_precedence_defaults_yaml_cli(tmp_path):
-    y = write(tmp_path / "a.yaml", "model: {name: toy_config_model, width: 16}\ntrain:\n  max_iters: 50\n  batch_size: 4\n")
+    y = write(
+        tmp_path / "a.yaml",
+        "model: {name: toy_config_model, width: 16}\ntrain:\n  max_iters: 50\n  batch_size: 4\n",
+    )
     cfg = C.load(y, ["train.max_iters=70"])
     assert cfg.train.max_iters == 70  # command line beats yaml
     assert cfg.train.batch_size == 4  # yaml beats defaults
@@ -51,7 +55,10 @@ def test_precedence_defaults_yaml_cli(tmp_path):
 
 
 def test_base_inheritance_child_wins(tmp_path):
-    write(tmp_path / "base.yaml", "model: {name: toy_config_model, width: 3}\nseed: 5\ntrain: {max_iters: 10}\n")
+    write(
+        tmp_path / "base.yaml",
+        "model: {name: toy_config_model, width: 3}\nseed: 5\ntrain: {max_iters: 10}\n",
+    )
     sub = tmp_path / "sub"
     sub.mkdir()
     child = write(sub / "child.yaml", "base: ../base.yaml\ntrain: {max_iters: 20}\n")
@@ -127,10 +134,13 @@ def test_no_code_execution(tmp_path):
 def test_switching_a_sections_component_replaces_it(tmp_path):
     """data.train: coco -> image_folder in a child yaml or on the command line replaces the
     section (the coco options would be unknown keys of image_folder); same name still merges."""
-    base = write(tmp_path / "base.yaml",
-                 "data: {train: {name: coco, ann_file: a.json, augment: false}}\n")
-    child = write(tmp_path / "child.yaml",
-                  "base: base.yaml\ndata: {train: {name: image_folder, path: imgs}}\n")
+    base = write(
+        tmp_path / "base.yaml", "data: {train: {name: coco, ann_file: a.json, augment: false}}\n"
+    )
+    child = write(
+        tmp_path / "child.yaml",
+        "base: base.yaml\ndata: {train: {name: image_folder, path: imgs}}\n",
+    )
     cfg = C.load(child)
     assert dict(cfg.data.train) == {"name": "image_folder", "path": "imgs", "max_images": 0}
     cfg = C.load(base, ["data.train={name: image_folder, path: x}"])
@@ -141,8 +151,13 @@ def test_switching_a_sections_component_replaces_it(tmp_path):
         C.load(base, ["data.train={name: image_folder, path: x}", "data.train.ann_file=b.json"])
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(Path(__file__).resolve().parents[1]))
-                                        for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")))
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        str(p.relative_to(Path(__file__).resolve().parents[1]))
+        for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
+    ),
+)
 def test_every_shipped_config_loads(path):
     """Every yaml in configs/ validates (keys, types, base chains, switched sections)."""
     repo = Path(__file__).resolve().parents[1]

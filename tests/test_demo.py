@@ -49,10 +49,17 @@ def _reevaluate(ckpt, data) -> list[float]:
     with torch.no_grad():
         for img in gt["images"]:
             pred = model([read_image(str(data / "val" / img["file_name"]))])[0]
-            for (x1, y1, x2, y2), s, lab in zip(pred["boxes"].tolist(), pred["scores"].tolist(),
-                                                pred["labels"].tolist()):
-                results.append({"image_id": img["id"], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "score": s, "category_id": cat_of[model.class_names[lab]]})
+            for (x1, y1, x2, y2), s, lab in zip(
+                pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+            ):
+                results.append(
+                    {
+                        "image_id": img["id"],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "score": s,
+                        "category_id": cat_of[model.class_names[lab]],
+                    }
+                )
     return _pycocotools_stats(gt, results)
 
 

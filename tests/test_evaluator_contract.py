@@ -62,6 +62,7 @@ class Sample:
 
 # -- samples ---------------------------------------------------------------------------------
 
+
 def _scene_graph_sample(tmp_path: Path) -> Sample:
     """PredCls (the default mode), P = 2 predicates, 4 images with 3 far-apart boxes and GT
     relations (0 -1-> 1), (1 -2-> 2). Rows (0,1), (1,2), (2,0); the predicted predicate is the
@@ -74,24 +75,41 @@ def _scene_graph_sample(tmp_path: Path) -> Sample:
     predicted = [(1, 2), (2, 2), (2, 1), (1, 2)]  # per image: predicate of rows (0,1) and (1,2)
 
     def image(i: int) -> tuple[dict, dict]:
-        target = {"boxes": boxes.clone(), "labels": torch.tensor([0, 1, 2]), "image_id": i,
-                  "relations": torch.tensor([[0, 1, 1], [1, 2, 2]])}
+        target = {
+            "boxes": boxes.clone(),
+            "labels": torch.tensor([0, 1, 2]),
+            "image_id": i,
+            "relations": torch.tensor([[0, 1, 1], [1, 2, 2]]),
+        }
         a, b = predicted[i]
-        pred = {"boxes": boxes.clone(), "labels": torch.tensor([0, 1, 2]),
-                "scores": torch.ones(3), "rel_pairs": torch.tensor([[0, 1], [1, 2], [2, 0]]),
-                "rel_scores": torch.tensor([pick[a], pick[b], [0.5, 0.3, 0.2]])}
+        pred = {
+            "boxes": boxes.clone(),
+            "labels": torch.tensor([0, 1, 2]),
+            "scores": torch.ones(3),
+            "rel_pairs": torch.tensor([[0, 1], [1, 2], [2, 0]]),
+            "rel_scores": torch.tensor([pick[a], pick[b], [0.5, 0.3, 0.2]]),
+        }
         return pred, target
 
     pairs = [image(i) for i in range(4)]
-    batches = [([p for p, _ in pairs[j:j + 2]], [t for _, t in pairs[j:j + 2]]) for j in (0, 2)]
-    empty_t = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-               "relations": torch.zeros(0, 3, dtype=torch.int64), "image_id": 99}
-    empty_p = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-               "scores": torch.zeros(0), "rel_pairs": torch.zeros(0, 2, dtype=torch.int64),
-               "rel_scores": torch.zeros(0, 3)}
+    batches = [([p for p, _ in pairs[j : j + 2]], [t for _, t in pairs[j : j + 2]]) for j in (0, 2)]
+    empty_t = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "relations": torch.zeros(0, 3, dtype=torch.int64),
+        "image_id": 99,
+    }
+    empty_p = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+        "rel_pairs": torch.zeros(0, 2, dtype=torch.int64),
+        "rel_scores": torch.zeros(0, 3),
+    }
     dataset = SimpleNamespace(meta={"predicate_names": ["__background__", "on", "near"]})
-    return Sample(dataset, batches, ([empty_p], [empty_t]),
-                  {"R@100": 0.625, "mR@100": 0.625, "A@100": 0.625})
+    return Sample(
+        dataset, batches, ([empty_p], [empty_t]), {"R@100": 0.625, "mR@100": 0.625, "A@100": 0.625}
+    )
 
 
 def _quality_sample(tmp_path: Path) -> Sample:
@@ -100,8 +118,13 @@ def _quality_sample(tmp_path: Path) -> Sample:
     mos = [1.0 + 0.5 * i for i in range(8)]
     ranks = [2, 1, 3, 4, 6, 5, 8, 7]
     pred = [0.1 * r + 0.01 * r * r for r in ranks]  # any increasing function of the rank
-    batches = [([{"score": torch.tensor(p, dtype=torch.float64)} for p in pred[j:j + 4]],
-                [{"score": m} for m in mos[j:j + 4]]) for j in (0, 4)]
+    batches = [
+        (
+            [{"score": torch.tensor(p, dtype=torch.float64)} for p in pred[j : j + 4]],
+            [{"score": m} for m in mos[j : j + 4]],
+        )
+        for j in (0, 4)
+    ]
     return Sample(SimpleNamespace(meta={}), batches, ([], []), {"srocc": 13 / 14})
 
 
@@ -110,19 +133,34 @@ def _coco_sample(tmp_path: Path) -> Sample:
     the GT boxes with score 0.9, so AP = AP50 = 1 by definition (precision 1 at every recall)."""
     from percepta.data.coco import CocoDetection
 
-    boxes = {1: [[4, 4, 20, 20]], 2: [[10, 10, 30, 40], [40, 8, 20, 20]], 3: [[0, 0, 60, 50]],
-             4: [[5, 30, 25, 25], [33, 2, 12, 12]]}  # xywh
+    boxes = {
+        1: [[4, 4, 20, 20]],
+        2: [[10, 10, 30, 40], [40, 8, 20, 20]],
+        3: [[0, 0, 60, 50]],
+        4: [[5, 30, 25, 25], [33, 2, 12, 12]],
+    }  # xywh
     cats = {1: 1, 2: 2, 3: 1, 4: 2}
     anns, aid = [], 0
     for img, bs in boxes.items():
         for j, b in enumerate(bs):
             aid += 1
             cat = cats[img] if j == 0 else 3 - cats[img]
-            anns.append({"id": aid, "image_id": img, "category_id": cat, "bbox": b,
-                         "area": b[2] * b[3], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": img,
+                    "category_id": cat,
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
     images = [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in boxes]
-    coco = {"images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     ann_file = tmp_path / "coco" / "instances.json"
     (tmp_path / "coco" / "images").mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(coco))
@@ -130,16 +168,25 @@ def _coco_sample(tmp_path: Path) -> Sample:
 
     def image(img: int) -> tuple[dict, dict]:
         mine = [a for a in anns if a["image_id"] == img]
-        xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)],
-                            dtype=torch.float32)
+        xyxy = torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)], dtype=torch.float32
+        )
         labels = torch.tensor([a["category_id"] - 1 for a in mine])
         pred = {"boxes": xyxy, "scores": torch.full((len(mine),), 0.9), "labels": labels}
         return pred, {"boxes": xyxy.clone(), "labels": labels.clone(), "image_id": img}
 
     pairs = [image(i) for i in boxes]
-    batches = [([p for p, _ in pairs[j:j + 2]], [t for _, t in pairs[j:j + 2]]) for j in (0, 2)]
-    empty = ([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
-               "labels": torch.zeros(0, dtype=torch.int64)}], [pairs[0][1]])
+    batches = [([p for p, _ in pairs[j : j + 2]], [t for _, t in pairs[j : j + 2]]) for j in (0, 2)]
+    empty = (
+        [
+            {
+                "boxes": torch.zeros(0, 4),
+                "scores": torch.zeros(0),
+                "labels": torch.zeros(0, dtype=torch.int64),
+            }
+        ],
+        [pairs[0][1]],
+    )
     return Sample(dataset, batches, empty, {"AP": 1.0, "AP50": 1.0})
 
 
@@ -153,8 +200,11 @@ SAMPLE_FACTORIES: dict[str, Callable[[Path], Sample]] = {
 
 def _sample(name: str, tmp_path: Path) -> Sample:
     if name not in SAMPLE_FACTORIES:
-        pytest.fail(f"evaluator {name!r} is registered but has no sample factory: add one to "
-                    "SAMPLE_FACTORIES in tests/test_evaluator_contract.py", pytrace=False)
+        pytest.fail(
+            f"evaluator {name!r} is registered but has no sample factory: add one to "
+            "SAMPLE_FACTORIES in tests/test_evaluator_contract.py",
+            pytrace=False,
+        )
     return SAMPLE_FACTORIES[name](tmp_path)
 
 
@@ -176,17 +226,20 @@ def _run(ev: Any, batches: list[tuple[list, list]]) -> dict[str, Any]:
 def _assert_same(a: Any, b: Any, where: str = "result") -> None:
     """Equal up to :data:`TOL` on floats (NaN == NaN), exact on everything else."""
     if isinstance(a, Mapping):
-        assert isinstance(b, Mapping) and set(a) == set(b), \
+        assert isinstance(b, Mapping) and set(a) == set(b), (
             f"{where}: keys {sorted(a)} vs {sorted(b)}"
+        )
         for k in a:
             _assert_same(a[k], b[k], f"{where}[{k!r}]")
     elif isinstance(a, (np.ndarray, torch.Tensor)) or (
-            isinstance(a, (list, tuple)) and all(isinstance(x, (int, float)) for x in a)):
+        isinstance(a, (list, tuple)) and all(isinstance(x, (int, float)) for x in a)
+    ):
         x, y = np.asarray(a), np.asarray(b)
         assert x.shape == y.shape, f"{where}: shape {x.shape} vs {y.shape}"
         if x.dtype.kind == "f" or y.dtype.kind == "f":
-            np.testing.assert_allclose(x.astype(float), y.astype(float), rtol=TOL, atol=TOL,
-                                       equal_nan=True, err_msg=where)
+            np.testing.assert_allclose(
+                x.astype(float), y.astype(float), rtol=TOL, atol=TOL, equal_nan=True, err_msg=where
+            )
         else:
             np.testing.assert_array_equal(x, y, err_msg=where)
     elif isinstance(a, (list, tuple)):
@@ -195,13 +248,15 @@ def _assert_same(a: Any, b: Any, where: str = "result") -> None:
             _assert_same(x, y, f"{where}[{i}]")
     elif isinstance(a, float) and not isinstance(b, bool):
         assert isinstance(b, (int, float)), f"{where}: {a!r} vs {b!r}"
-        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=TOL, abs_tol=TOL), \
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=TOL, abs_tol=TOL), (
             f"{where}: {a!r} vs {b!r}"
+        )
     else:
         assert a == b and type(a) is type(b), f"{where}: {a!r} vs {b!r}"
 
 
 # -- the contract ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_builds_through_the_engine_as_an_evaluator(name, tmp_path):
@@ -248,8 +303,9 @@ def test_empty_input_is_defined_or_a_clear_error(name, case, tmp_path):
     except PerceptaError as e:
         assert str(e) and "\n" not in str(e).strip(), f"{name}: multi-line error {e!r}"
         return
-    assert isinstance(result, Mapping) and ev.primary_metric in result, \
+    assert isinstance(result, Mapping) and ev.primary_metric in result, (
         f"{name}: empty input gave {result!r} without {ev.primary_metric!r}"
+    )
     value = result[ev.primary_metric]
     assert isinstance(value, float), f"{name}: primary metric {value!r} is not a float"
     assert isinstance(ev.format_table(result), str)
@@ -261,6 +317,7 @@ def test_a_registered_evaluator_without_factory_fails_clearly(tmp_path):
 
 
 # -- two processes ---------------------------------------------------------------------------
+
 
 def _worker(rank: int, name: str, sample: Sample, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
@@ -286,8 +343,9 @@ def test_two_gloo_processes_equal_one_process(name, tmp_path):
     single = _run(_build(name, sample), sample.batches)
     ctx = mp.get_context("fork")  # children inherit the imports (and the sample, unpickled)
     init = str(tmp_path / "init")
-    procs = [ctx.Process(target=_worker, args=(r, name, sample, init, str(tmp_path)))
-             for r in range(2)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, name, sample, init, str(tmp_path))) for r in range(2)
+    ]
     for p in procs:
         p.start()
     try:

@@ -68,6 +68,7 @@ class Case:
 
 # -- sample batches ----------------------------------------------------------------------------
 
+
 def _images(*sizes: tuple[int, int], seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
@@ -76,8 +77,10 @@ def _images(*sizes: tuple[int, int], seed: int = 0) -> list[torch.Tensor]:
 def _detection_batch() -> Batch:
     """Two images of different sizes (letterboxing maps predictions back to each)."""
     images = _images((64, 64), (48, 80))
-    targets = [make_target([[4, 6, 30, 40], [40, 10, 60, 60]], [0, 2], 0, (64, 64)),
-               make_target([[10, 5, 70, 44]], [1], 1, (48, 80))]
+    targets = [
+        make_target([[4, 6, 30, 40], [40, 10, 60, 60]], [0, 2], 0, (64, 64)),
+        make_target([[10, 5, 70, 44]], [1], 1, (48, 80)),
+    ]
     return images, targets
 
 
@@ -106,23 +109,44 @@ def _pairs_batch() -> Batch:
 
 FACTORIES: dict[str, Case] = {
     "centernet": Case(
-        ["model.backbone=test_resnet", "model.input_size=64", "model.num_classes=3",
-         "model.neck_channels=[32,16,8]", "model.head_conv=8", "model.max_objs=8",
-         "model.top_k=10", "model.score_threshold=0.0"],
-        _detection_batch, _detection_empty, zero_terms=("loss_wh", "loss_offset")),
-    "toy_boxes_model": Case(["model.num_classes=3", "model.width=8"],
-                            _boxes_batch, _boxes_empty, zero_terms=("loss_cls",)),
+        [
+            "model.backbone=test_resnet",
+            "model.input_size=64",
+            "model.num_classes=3",
+            "model.neck_channels=[32,16,8]",
+            "model.head_conv=8",
+            "model.max_objs=8",
+            "model.top_k=10",
+            "model.score_threshold=0.0",
+        ],
+        _detection_batch,
+        _detection_empty,
+        zero_terms=("loss_wh", "loss_offset"),
+    ),
+    "toy_boxes_model": Case(
+        ["model.num_classes=3", "model.width=8"],
+        _boxes_batch,
+        _boxes_empty,
+        zero_terms=("loss_cls",),
+    ),
     "toy_pairs_model": Case(["model.score_range=[0.0,1.0]", "model.width=4"], _pairs_batch),
-    "toy_pairs_wrapper": Case(["model.inner.name=toy_pairs_model",
-                               "model.inner.score_range=[0.0,1.0]", "model.inner.width=4"],
-                              _pairs_batch),
+    "toy_pairs_wrapper": Case(
+        [
+            "model.inner.name=toy_pairs_model",
+            "model.inner.score_range=[0.0,1.0]",
+            "model.inner.width=4",
+        ],
+        _pairs_batch,
+    ),
 }
 
 
 # -- the eval output contract per task ---------------------------------------------------------
 
-def _check_detection(preds: list[dict], images: list[torch.Tensor], targets: list[dict],
-                     model: Any) -> None:
+
+def _check_detection(
+    preds: list[dict], images: list[torch.Tensor], targets: list[dict], model: Any
+) -> None:
     num_classes = int(getattr(model, "num_classes", 0)) or None
     for p, image in zip(preds, images):
         boxes, scores, labels = p["boxes"], p["scores"], p["labels"]
@@ -140,16 +164,18 @@ def _check_detection(preds: list[dict], images: list[torch.Tensor], targets: lis
         assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
 
 
-def _check_given_boxes(preds: list[dict], images: list[torch.Tensor], targets: list[dict],
-                       model: Any) -> None:
+def _check_given_boxes(
+    preds: list[dict], images: list[torch.Tensor], targets: list[dict], model: Any
+) -> None:
     _check_detection(preds, images, targets, model)
     for p, t in zip(preds, targets):  # PredCls: exactly the given boxes, in the given order
         given = torch.as_tensor(t["boxes"]).as_subclass(torch.Tensor).float().reshape(-1, 4)
         assert torch.equal(p["boxes"].float(), given)
 
 
-def _check_score(preds: list[dict], images: list[torch.Tensor], targets: list[dict],
-                 model: Any) -> None:
+def _check_score(
+    preds: list[dict], images: list[torch.Tensor], targets: list[dict], model: Any
+) -> None:
     for p in preds:
         assert p["score"].shape == () and p["score"].is_floating_point()
         assert torch.isfinite(p["score"])
@@ -165,6 +191,7 @@ OUTPUT_CHECKS: dict[str, Callable[..., None]] = {
 
 # -- helpers -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _plugin_models():
     """Register the plug-in's toy models for this module only."""
@@ -176,9 +203,11 @@ def _plugin_models():
 def case_for(name: str) -> Case:
     case = FACTORIES.get(name)
     if case is None:
-        pytest.fail(f"model {name!r} is registered but tests/test_model_contract.py has no "
-                    f"factory for it: add FACTORIES[{name!r}] = Case([tiny option overrides], "
-                    "sample_batch, ...) so the model contract is checked")
+        pytest.fail(
+            f"model {name!r} is registered but tests/test_model_contract.py has no "
+            f"factory for it: add FACTORIES[{name!r}] = Case([tiny option overrides], "
+            "sample_batch, ...) so the model contract is checked"
+        )
     return case
 
 
@@ -227,17 +256,19 @@ def assert_outputs_close(a: list[dict], b: list[dict]) -> None:
                 assert torch.equal(p[k], q[k]), k
 
 
-def check_outputs(name: str, model: torch.nn.Module, batch: Batch,
-                  preds: list[dict]) -> None:
+def check_outputs(name: str, model: torch.nn.Module, batch: Batch, preds: list[dict]) -> None:
     task = MODELS.entry(name).task
     check = OUTPUT_CHECKS.get(str(task))
     if check is None:
-        pytest.fail(f"no eval-output check for task {task!r} (model {name!r}): add one to "
-                    "OUTPUT_CHECKS in tests/test_model_contract.py")
+        pytest.fail(
+            f"no eval-output check for task {task!r} (model {name!r}): add one to "
+            "OUTPUT_CHECKS in tests/test_model_contract.py"
+        )
     check(preds, batch[0], batch[1], model)
 
 
 # -- the tests ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_mode_returns_finite_losses_with_finite_gradients(name):
@@ -257,8 +288,9 @@ def test_eval_mode_output_contract(name):
     check_outputs(name, model, batch, predict(model, batch))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in FACTORIES
-                                  or FACTORIES[n].empty is not None])
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if n not in FACTORIES or FACTORIES[n].empty is not None]
+)
 def test_images_without_objects_train_and_predict(name):
     case = case_for(name)
     model = build(name)
@@ -278,8 +310,9 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
     batch = case_for(name).batch()
     source, fresh = build(name, seed=0), build(name, seed=1)
     state = source.state_dict()
-    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in state.items()
-               if v.is_floating_point()), "two seeds built identical weights: the test is void"
+    assert any(
+        not torch.equal(v, fresh.state_dict()[k]) for k, v in state.items() if v.is_floating_point()
+    ), "two seeds built identical weights: the test is void"
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)

@@ -40,13 +40,31 @@ BENCH = REPO / "benchmarks"
 
 
 def _gt() -> dict:
-    return {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
-                       {"id": 2, "file_name": "b.png", "width": 100, "height": 80}],
-            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40],
-                             "area": 1200.0, "iscrowd": 0},
-                            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [5, 5, 10, 10],
-                             "area": 100.0, "iscrowd": 0}]}
+    return {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+            {"id": 2, "file_name": "b.png", "width": 100, "height": 80},
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 2, 30, 40],
+                "area": 1200.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 2,
+                "category_id": 2,
+                "bbox": [5, 5, 10, 10],
+                "area": 100.0,
+                "iscrowd": 0,
+            },
+        ],
+    }
 
 
 # (bbox, accepted?) from the rules: finite numbers (numpy too, booleans not), w >= 0 and h >= 0
@@ -79,9 +97,11 @@ def _annotation_verdicts(mutate) -> tuple[bool, bool]:
 
 def _results_verdict(bbox, score=0.9) -> bool:
     gt = load_ground_truth(_gt())
-    records = [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
-               {"image_id": 2, "category_id": 2, "bbox": bbox, "score": score},
-               {"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.1}]
+    records = [
+        {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
+        {"image_id": 2, "category_id": 2, "bbox": bbox, "score": score},
+        {"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.1},
+    ]
     try:
         results_to_array(records, gt, source="dets.json")
         return True
@@ -99,20 +119,24 @@ def test_every_path_gives_the_same_verdict_on_a_borderline_box(case):
     assert (checker, gt, results) == (accepted, accepted, accepted)
 
 
-@pytest.mark.parametrize("field, value, accepted", [
-    ("area", -5.0, False),  # was accepted by the evaluator's ground truth
-    ("area", 0.0, True),
-    ("area", float("nan"), False),
-    ("iscrowd", 2, False),  # was accepted by the evaluator's ground truth
-    ("iscrowd", True, True),
-    ("category_id", np.int64(2), True),  # numpy ids: was refused by the checker only
-])
+@pytest.mark.parametrize(
+    "field, value, accepted",
+    [
+        ("area", -5.0, False),  # was accepted by the evaluator's ground truth
+        ("area", 0.0, True),
+        ("area", float("nan"), False),
+        ("iscrowd", 2, False),  # was accepted by the evaluator's ground truth
+        ("iscrowd", True, True),
+        ("category_id", np.int64(2), True),  # numpy ids: was refused by the checker only
+    ],
+)
 def test_annotation_fields_same_verdict_in_checker_and_ground_truth(field, value, accepted):
     assert _annotation_verdicts(lambda a: a.update({field: value})) == (accepted, accepted)
 
 
-@pytest.mark.parametrize("score, accepted", [(True, False), (np.float32(0.25), True),
-                                             (float("nan"), False), (0, True)])
+@pytest.mark.parametrize(
+    "score, accepted", [(True, False), (np.float32(0.25), True), (float("nan"), False), (0, True)]
+)
 def test_results_score_rule(score, accepted):
     assert _results_verdict([1, 2, 3, 4], score=score) is accepted
 
@@ -227,7 +251,7 @@ def test_peak_mask_matches_an_independent_reference():
     free = peak_mask(half, equality_free=True)
     assert free.dtype == torch.float32  # computed in float32 whatever the input (no fp16 NaN)
     ref = _scipy_peaks(half.float().numpy())
-    big = ref >= 2.0 ** -6  # bit-identical above the documented leak scale
+    big = ref >= 2.0**-6  # bit-identical above the documented leak scale
     np.testing.assert_array_equal(free.numpy()[big], ref[big])
     assert float(np.abs(free.numpy() - ref)[~big].max()) <= 0.0042
 
@@ -294,12 +318,21 @@ def test_emit_prints_the_json_line(capsys):
 @pytest.mark.slow
 def test_benchmarks_run_from_another_directory(tmp_path):
     for path in _bench_scripts():  # module-level imports, including _common, then argparse
-        done = subprocess.run([sys.executable, str(path), "--help"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, str(path), "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, (path.name, done.stderr[-2000:])
-    done = subprocess.run([sys.executable, str(BENCH / "bench_det_eval.py"), "--images", "12",
-                           "--repeat", "1"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_det_eval.py"), "--images", "12", "--repeat", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(x) for x in done.stdout.splitlines()]
     assert [r["bench"] for r in rows] == ["det_eval.coco_ap", "det_eval.olrp_overhead"]

@@ -32,7 +32,7 @@ def tiny_run(tmp_path_factory):
     cfg = root / "tiny.yaml"
     cfg.write_text(f"""
 name: tiny
-output_dir: {root / 'runs'}
+output_dir: {root / "runs"}
 model: {{name: centernet, backbone: resnet18, input_size: 64, neck_channels: [32, 32, 32], head_conv: 16}}
 data:
   root: {data}
@@ -56,10 +56,17 @@ def _predict_as_coco_results(ckpt, data) -> tuple[list[dict], dict]:
     with torch.no_grad():
         for img in gt["images"]:
             pred = model([read_image(str(data / "train" / img["file_name"]))])[0]
-            for (x1, y1, x2, y2), s, lab in zip(pred["boxes"].tolist(), pred["scores"].tolist(),
-                                                pred["labels"].tolist()):
-                results.append({"image_id": img["id"], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "score": s, "category_id": cat_of[model.class_names[lab]]})
+            for (x1, y1, x2, y2), s, lab in zip(
+                pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+            ):
+                results.append(
+                    {
+                        "image_id": img["id"],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "score": s,
+                        "category_id": cat_of[model.class_names[lab]],
+                    }
+                )
     return results, gt
 
 
@@ -157,5 +164,7 @@ def test_checkpoint_of_another_task_is_refused(tiny_run, tmp_path, capsys):
     ck = torch.load(root / "runs" / "tiny" / "checkpoints" / "last.pt", weights_only=True)
     ck["task"] = "quality"
     torch.save(ck, tmp_path / "other.pt")
-    code = cli.main(["predict", str(tmp_path / "other.pt"), str(data / "val"), "--out", str(tmp_path / "o")])
+    code = cli.main(
+        ["predict", str(tmp_path / "other.pt"), str(data / "val"), "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "quality" in capsys.readouterr().err

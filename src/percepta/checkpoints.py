@@ -44,7 +44,7 @@ __all__ = [
     "model_state_from_checkpoint",
     "load_model_weights",
     "describe_mismatch",
-    ]
+]
 
 FORMAT = "percepta-checkpoint"
 VERSION = 1
@@ -63,8 +63,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         return atomic_write(path, lambda f: torch.save(state, f))
     except OSError as e:
         hint = " (disk full)" if e.errno == errno.ENOSPC else ""
-        raise CheckpointError(f"cannot write checkpoint {path}{hint}: {e}; the previous "
-                              f"checkpoint there (if any) is unchanged") from e
+        raise CheckpointError(
+            f"cannot write checkpoint {path}{hint}: {e}; the previous "
+            f"checkpoint there (if any) is unchanged"
+        ) from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -87,38 +89,57 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             name = text.split("Unsupported global:", 1)[1].strip().split(" was ")[0]
             raise CheckpointError(
                 f"cannot read checkpoint {path}: it contains Python objects ({name}) that safe "
-                f"(weights_only) loading refuses, so it is not a percepta checkpoint") from None
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or "
-                              f"truncated (unreadable pickle data)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
-            IndexError, TypeError) as e:
+                f"(weights_only) loading refuses, so it is not a percepta checkpoint"
+            ) from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt or "
+            f"truncated (unreadable pickle data)"
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+    ) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or "
-                              f"truncated ({type(e).__name__}: {first})") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt or "
+            f"truncated ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a percepta checkpoint (no 'format': {FORMAT!r} entry); percepta "
-            f"writes its checkpoints with `percepta train`")
+            f"writes its checkpoints with `percepta train`"
+        )
     version = ckpt.get("version")
     if version != VERSION:
         import percepta
 
-        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this percepta "
-                              f"({percepta.__version__}) reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this percepta "
+            f"({percepta.__version__}) reads version {VERSION}"
+        )
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}; it is incomplete")
     return ckpt
 
 
-def check_task(ckpt: dict[str, Any], expected_task: str,
-               source: str | os.PathLike | None = None) -> None:
+def check_task(
+    ckpt: dict[str, Any], expected_task: str, source: str | os.PathLike | None = None
+) -> None:
     """Refuse a checkpoint trained for another task than ``expected_task``."""
     task = ckpt.get("task")
     if task != expected_task:
         where = f" {source}" if source is not None else ""
-        raise CheckpointError(f"checkpoint{where} was trained for task {task!r}, but this run is "
-                              f"a {expected_task!r} run; use a {expected_task} checkpoint")
+        raise CheckpointError(
+            f"checkpoint{where} was trained for task {task!r}, but this run is "
+            f"a {expected_task!r} run; use a {expected_task} checkpoint"
+        )
 
 
 def model_state_from_checkpoint(ckpt: dict[str, Any], prefer_ema: bool = True) -> dict[str, Any]:
@@ -128,7 +149,7 @@ def model_state_from_checkpoint(ckpt: dict[str, Any], prefer_ema: bool = True) -
     """
     ema = ckpt.get("ema")
     if prefer_ema and ema:
-        return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+        return {k[len("module.") :]: v for k, v in ema.items() if k.startswith("module.")}
     return ckpt["model"]
 
 
@@ -140,8 +161,9 @@ def load_config(path: str | os.PathLike) -> Any:
     return from_dict(ckpt["config"], source=f"config embedded in {path}")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               eval_mode: bool = True) -> nn.Module:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", eval_mode: bool = True
+) -> nn.Module:
     """Rebuild the model of checkpoint ``path`` from its embedded config and load its weights.
 
     The EMA weights are used when the run kept an EMA. The config is attached to the model as
@@ -151,8 +173,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     return model_from_checkpoint(ckpt, path, device=device, eval_mode=eval_mode)
 
 
-def model_from_checkpoint(ckpt: dict, source: str | os.PathLike, cfg: Any = None,
-                          device: str | torch.device = "cpu", eval_mode: bool = True) -> nn.Module:
+def model_from_checkpoint(
+    ckpt: dict,
+    source: str | os.PathLike,
+    cfg: Any = None,
+    device: str | torch.device = "cpu",
+    eval_mode: bool = True,
+) -> nn.Module:
     """Build the model of an already loaded checkpoint (``cfg``: its config, default embedded)."""
     from percepta.components import build_model
     from percepta.config import from_dict
@@ -165,8 +192,9 @@ def model_from_checkpoint(ckpt: dict, source: str | os.PathLike, cfg: Any = None
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = describe_mismatch(model.state_dict(), state) or str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {source}: weights do not fit the model its config "
-                              f"builds: {detail}") from None
+        raise CheckpointError(
+            f"checkpoint {source}: weights do not fit the model its config builds: {detail}"
+        ) from None
     model.percepta_config = cfg  # type: ignore[attr-defined]
     model.to(device)
     model.train(not eval_mode)
@@ -186,9 +214,11 @@ def describe_mismatch(own: dict[str, Any], state: dict[str, Any], n: int = 3) ->
     """
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} (checkpoint {list(getattr(state[k], 'shape', []))}, model "
-              f"{list(own[k].shape)})" for k in own
-              if k in state and getattr(state[k], "shape", None) != own[k].shape]
+    shapes = [
+        f"{k} (checkpoint {list(getattr(state[k], 'shape', []))}, model {list(own[k].shape)})"
+        for k in own
+        if k in state and getattr(state[k], "shape", None) != own[k].shape
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys: {_listed(missing, n)}")
@@ -227,13 +257,17 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, strict: bool =
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if strict and len(usable) != len(state):
-        raise CheckpointError(f"{path}: weights do not fit the model: "
-                              f"{describe_mismatch(own, state)}")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model: {describe_mismatch(own, state)}"
+        )
     if not usable:
-        raise CheckpointError(f"{path}: no weight matches the model (names or shapes differ): "
-                              f"{describe_mismatch(own, state)}")
+        raise CheckpointError(
+            f"{path}: no weight matches the model (names or shapes differ): "
+            f"{describe_mismatch(own, state)}"
+        )
     result = model.load_state_dict(usable, strict=False)
-    return {"missing": list(result.missing_keys), "unexpected": sorted(set(state) - set(usable)),
-            "loaded": len(usable)}
-
-
+    return {
+        "missing": list(result.missing_keys),
+        "unexpected": sorted(set(state) - set(usable)),
+        "loaded": len(usable),
+    }

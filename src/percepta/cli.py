@@ -54,9 +54,15 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.A
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="yaml config file (configs/<task>/<model>_<data>.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. train.max_iters=200 model.backbone=resnet34")
+    p.add_argument(
+        "config", nargs="?", help="yaml config file (configs/<task>/<model>_<data>.yaml)"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. train.max_iters=200 model.backbone=resnet34",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(sub, "demo", help="run the main job end to end on the built-in data")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--data-dir", default="data/builtin",
-                   help="where the built-in data is generated")
+    p.add_argument(
+        "--data-dir", default="data/builtin", help="where the built-in data is generated"
+    )
     p.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     p.set_defaults(handler="demo")
 
@@ -84,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p_data.add_subparsers(dest="data_verb", metavar="ACTION")
     dsub.required = True
     p = _parser(dsub, "synth", help="write a deterministic built-in dataset in a real format")
-    p.add_argument("--task", choices=["detection", "relations", "quality"], default="detection",
-                   help="which built-in dataset")
+    p.add_argument(
+        "--task",
+        choices=["detection", "relations", "quality"],
+        default="detection",
+        help="which built-in dataset",
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num-images", type=int, default=None,
-                   help="images in total (default depends on the task)")
+    p.add_argument(
+        "--num-images", type=int, default=None, help="images in total (default depends on the task)"
+    )
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val")
     p.add_argument("--image-size", type=int, default=256, help="square image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
@@ -97,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(dsub, "check", help="validate a dataset: report every defect per file and record")
     p.add_argument("path", help="COCO annotation json (or a folder containing annotations/*.json)")
-    p.add_argument("--images", default=None,
-                   help="image folder (default: guessed next to the json, e.g. ../val2017)")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="image folder (default: guessed next to the json, e.g. ../val2017)",
+    )
     p.add_argument("--no-images", action="store_true", help="skip opening image files")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--max-report", type=int, default=50, help="problems listed per kind")
@@ -109,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="source folder")
     p.add_argument("--out", required=True, help="output COCO json path")
     p.add_argument("--split", default=None, help="VOC ImageSets/Main split name (e.g. train)")
-    p.add_argument("--classes", default=None, help="comma-separated class names (VOC; default: found)")
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class names (VOC; default: found)"
+    )
     p.set_defaults(handler="data convert")
 
     # train / eval / predict / export ------------------------------------------------------
@@ -127,14 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint .pt or exported .onnx model")
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--out", required=True, help="output folder (COCO-style json + drawn images)")
-    p.add_argument("--coco", metavar="ANNOTATIONS.json", default=None,
-                   help="COCO file whose image ids the predictions take (matched by file name; "
-                        "every image must be in it), so `percepta score detection` can read them")
+    p.add_argument(
+        "--coco",
+        metavar="ANNOTATIONS.json",
+        default=None,
+        help="COCO file whose image ids the predictions take (matched by file name; "
+        "every image must be in it), so `percepta score detection` can read them",
+    )
     p.add_argument("--score-threshold", type=float, default=0.3, help="drawn boxes' minimum score")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    p.add_argument("--device", default="auto",
-                   help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps; "
-                        ".onnx models: cpu or cuda (onnxruntime providers)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps; "
+        ".onnx models: cpu or cuda (onnxruntime providers)",
+    )
     p.add_argument("--no-draw", action="store_true", help="only write the json")
     p.set_defaults(handler="predict")
 
@@ -142,8 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="detection checkpoint .pt written by `percepta train`")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--out", default=None, help="output path (default: next to the checkpoint)")
-    p.add_argument("--decode", choices=["full", "peaks"], default="full",
-                   help="full: boxes/scores/labels in the graph; peaks: centerX peak maps only")
+    p.add_argument(
+        "--decode",
+        choices=["full", "peaks"],
+        default="full",
+        help="full: boxes/scores/labels in the graph; peaks: centerX peak maps only",
+    )
     p.add_argument("--top-k", type=int, default=100, help="detections per image in the graph")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (11..20)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
@@ -162,10 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(ssub, "scene-graph", help="R@K, ngR@K, mR@K, zR@K, A@K of a scene-graph file")
     p.add_argument("file", help="results json in percepta's scene-graph schema (see docs/data.md)")
-    p.add_argument("--mode", choices=["predcls", "sgcls", "sgdet"], default=None,
-                   help="override the file's mode")
-    p.add_argument("--box-convention", choices=["vg", "xyxy"], default="vg",
-                   help="box format of the file: vg (inclusive pixels) or xyxy")
+    p.add_argument(
+        "--mode",
+        choices=["predcls", "sgcls", "sgdet"],
+        default=None,
+        help="override the file's mode",
+    )
+    p.add_argument(
+        "--box-convention",
+        choices=["vg", "xyxy"],
+        default="vg",
+        help="box format of the file: vg (inclusive pixels) or xyxy",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, help="write the per-predicate R@K bar chart (PNG)")
     p.set_defaults(handler="score scene-graph")
@@ -173,10 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(ssub, "quality", help="SROCC, KROCC, PLCC, RMSE (+ logistic fits)")
     p.add_argument("--pred", required=True, help="predictions: CSV (image,score) or JSON")
     p.add_argument("--mos", required=True, help="human scores: CSV (image,mos) or JSON")
-    p.add_argument("--lower-is-better", action="store_true",
-                   help="the MOS is a DMOS (lower = better quality)")
+    p.add_argument(
+        "--lower-is-better", action="store_true", help="the MOS is a DMOS (lower = better quality)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", default=None, help="write the scatter plot with the fitted curve (PNG)")
+    p.add_argument(
+        "--plot", default=None, help="write the scatter plot with the fitted curve (PNG)"
+    )
     p.set_defaults(handler="score quality")
 
     p = _parser(sub, "bench", help="run the benchmark scripts in benchmarks/ (JSON lines)")
@@ -191,7 +230,9 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise NotAvailableError("this command is not available yet in this version of percepta") from None
+            raise NotAvailableError(
+                "this command is not available yet in this version of percepta"
+            ) from None
         raise
     return getattr(module, func_name)
 
@@ -225,14 +266,16 @@ def cli_bench(args: argparse.Namespace) -> int:
     if not scripts:
         raise NotAvailableError(
             f"no benchmark scripts found in {root}: `percepta bench` runs the benchmarks/ of a "
-            "source checkout; install percepta from one (pip install -e .) to use it")
+            "source checkout; install percepta from one (pip install -e .) to use it"
+        )
     known = {s.stem.removeprefix("bench_"): s for s in scripts}
     if args.names:
         wanted = [n.removeprefix("bench_").removesuffix(".py") for n in args.names]
         unknown = [n for n in wanted if n not in known]
         if unknown:
-            raise PerceptaError(f"unknown benchmark(s) {', '.join(unknown)}; available: "
-                                f"{', '.join(known)}")
+            raise PerceptaError(
+                f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(known)}"
+            )
         scripts = [known[n] for n in dict.fromkeys(wanted)]
     status = 0
     for s in scripts:

@@ -25,8 +25,15 @@ from percepta.data.facts import DataFacts, fill_options
 from percepta.errors import PerceptaError
 from percepta.registry import DATASETS, EVALUATORS, MODELS, import_all
 
-__all__ = ["build_model", "build_model_from_options", "build_dataset", "build_evaluator",
-           "model_options", "with_model_options", "DataFacts"]
+__all__ = [
+    "build_model",
+    "build_model_from_options",
+    "build_dataset",
+    "build_evaluator",
+    "model_options",
+    "with_model_options",
+    "DataFacts",
+]
 
 
 def model_options(cfg: DictConfig, facts: DataFacts | None = None) -> Any:

@@ -120,9 +120,11 @@ def _dynamic_paths(*nodes: DictConfig) -> list[tuple[str, Registry, str]]:
     while queue:
         path, registry, default = queue.pop(0)
         out.append((path, registry, default))
-        names = {str(OmegaConf.select(n, path).get("name") or default)
-                 for n in nodes if _has(n, path)
-                 and isinstance(OmegaConf.select(n, path), DictConfig)}
+        names = {
+            str(OmegaConf.select(n, path).get("name") or default)
+            for n in nodes
+            if _has(n, path) and isinstance(OmegaConf.select(n, path), DictConfig)
+        }
         for name in sorted(names or {default} - {""}):
             for fname, sub_registry in _nested_components(_options_or_none(registry, name)):
                 queue.append((f"{path}.{fname}", sub_registry, ""))
@@ -153,7 +155,9 @@ def _read_chain(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     base = node.pop("base", None)
     if base is None:
         return node
-    bases = [base] if isinstance(base, str) else list(base) if isinstance(base, ListConfig) else None
+    bases = (
+        [base] if isinstance(base, str) else list(base) if isinstance(base, ListConfig) else None
+    )
     if bases is None:
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
     merged = OmegaConf.create({})
@@ -181,8 +185,13 @@ def _drop_switched(lower: DictConfig, upper: DictConfig) -> DictConfig:
         if not (_has(lower, path) and _has(upper, path)):
             continue
         old, new = OmegaConf.select(lower, path), OmegaConf.select(upper, path)
-        if (isinstance(old, DictConfig) and isinstance(new, DictConfig) and "name" in new
-                and "name" in old and str(new.name) != str(old.name)):
+        if (
+            isinstance(old, DictConfig)
+            and isinstance(new, DictConfig)
+            and "name" in new
+            and "name" in old
+            and str(new.name) != str(old.name)
+        ):
             parent, _, leaf = path.rpartition(".")
             holder = OmegaConf.select(lower, parent) if parent else lower
             holder.pop(leaf)
@@ -208,8 +217,9 @@ def _schema_for(raw: DictConfig) -> DictConfig:
     import_all()
     schema = OmegaConf.structured(ExperimentConfig)
     for path, registry, default_name in _dynamic_paths(raw):
-        if "." in path and not isinstance(OmegaConf.select(schema, path.rpartition(".")[0]),
-                                          DictConfig):
+        if "." in path and not isinstance(
+            OmegaConf.select(schema, path.rpartition(".")[0]), DictConfig
+        ):
             continue  # the parent section is absent
         default = OmegaConf.select(schema, path)
         given = OmegaConf.select(raw, path) if _has(raw, path) else default
@@ -220,8 +230,10 @@ def _schema_for(raw: DictConfig) -> DictConfig:
             raise ConfigError(f"config section {path!r} must be a mapping with a 'name' key")
         name = given.get("name") or (default or {}).get("name") or default_name
         if not name:
-            raise ConfigError(f"config section {path!r} needs a 'name' key (one of: "
-                              f"{', '.join(registry.names())})")
+            raise ConfigError(
+                f"config section {path!r} needs a 'name' key (one of: "
+                f"{', '.join(registry.names())})"
+            )
         try:
             options = registry.options(str(name))
         except RegistryError as e:
@@ -262,11 +274,17 @@ def _merge(schema: DictConfig, node: DictConfig, source: str) -> DictConfig:
         leaf = key.rsplit(".", 1)[-1]
         valid = _valid_keys(schema, key)
         owner = getattr(e, "object_type", None)
-        if "." not in key and owner is not None and dataclasses.is_dataclass(owner) \
-                and owner is not ExperimentConfig:  # an element of a list: no full key
+        if (
+            "." not in key
+            and owner is not None
+            and dataclasses.is_dataclass(owner)
+            and owner is not ExperimentConfig
+        ):  # an element of a list: no full key
             valid = [f.name for f in dataclasses.fields(owner)]
-            raise ConfigError(f"unknown config key {key!r} in a {owner.__name__} entry "
-                              f"({source}).{suggest(leaf, valid)}") from None
+            raise ConfigError(
+                f"unknown config key {key!r} in a {owner.__name__} entry "
+                f"({source}).{suggest(leaf, valid)}"
+            ) from None
         hint = suggest(leaf, valid)
         raise ConfigError(f"unknown config key {key!r} ({source}).{hint}") from None
     except oc_errors.ValidationError as e:
@@ -304,11 +322,15 @@ def _check_task(cfg: DictConfig) -> None:
         return
     tasks = known_tasks()
     if task not in tasks:
-        raise ConfigError(f"task={task!r} is not a task of this percepta.{suggest(task, tasks)} "
-                          f"Known tasks: {', '.join(tasks)} (or leave task empty: the model's)")
+        raise ConfigError(
+            f"task={task!r} is not a task of this percepta.{suggest(task, tasks)} "
+            f"Known tasks: {', '.join(tasks)} (or leave task empty: the model's)"
+        )
     if model_task and model_task != task:
-        raise ConfigError(f"model {name!r} is a {model_task!r} model but task={task!r}; set "
-                          f"task={model_task} or choose a {task} model")
+        raise ConfigError(
+            f"model {name!r} is a {model_task!r} model but task={task!r}; set "
+            f"task={model_task} or choose a {task} model"
+        )
 
 
 def _finish(cfg: DictConfig) -> DictConfig:
@@ -318,8 +340,10 @@ def _finish(cfg: DictConfig) -> DictConfig:
     except Exception:
         missing = []
     if missing:
-        raise ConfigError("config keys without a value (set them in the yaml or as key=value): "
-                          + ", ".join(missing))
+        raise ConfigError(
+            "config keys without a value (set them in the yaml or as key=value): "
+            + ", ".join(missing)
+        )
     try:
         OmegaConf.resolve(cfg)
     except oc_errors.OmegaConfBaseException as e:
@@ -328,8 +352,9 @@ def _finish(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def from_dict(data: dict, source: str = "embedded config",
-              overrides: list[str] | None = None) -> DictConfig:
+def from_dict(
+    data: dict, source: str = "embedded config", overrides: list[str] | None = None
+) -> DictConfig:
     """Re-validate a plain dict (e.g. the config embedded in a checkpoint), with optional
     ``key=value`` overrides on top (a switched component replaces its section, as in
     :func:`load`; errors in the overrides name the command line)."""

@@ -29,8 +29,12 @@ DEMO_CONFIG = "configs/detection/centernet_r18_builtin.yaml"
 # The built-in data the demo trains on: 128 px images (objects 16-55 px), 3,600 train / 400 val.
 DEMO_DATA = {"num_images": 4000, "image_size": 128, "val_fraction": 0.1, "seed": 0}
 QUICK_DATA = {"num_images": 160, "image_size": 128, "val_fraction": 0.2, "seed": 0}
-QUICK_OVERRIDES = ["train.max_iters=30", "train.batch_size=8", "train.checkpoint_period=0",
-                   "train.scheduler.warmup_iters=5"]
+QUICK_OVERRIDES = [
+    "train.max_iters=30",
+    "train.batch_size=8",
+    "train.checkpoint_period=0",
+    "train.scheduler.warmup_iters=5",
+]
 
 
 def find_config(rel: str) -> Path:

@@ -35,25 +35,30 @@ def inference_inputs(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(_unwrap(model), "inference_inputs", ()) or ())
 
 
-def select_inputs(keys: Sequence[str], targets: Sequence[dict[str, Any]] | None,
-                  model_name: str = "the model") -> list[dict[str, Any]]:
+def select_inputs(
+    keys: Sequence[str], targets: Sequence[dict[str, Any]] | None, model_name: str = "the model"
+) -> list[dict[str, Any]]:
     """Per image, the ``keys`` of its target; a clear error when a target lacks one."""
     if targets is None:
-        raise DataError(f"{model_name} needs {list(keys)} at inference besides the images, "
-                        "and none were given")
+        raise DataError(
+            f"{model_name} needs {list(keys)} at inference besides the images, and none were given"
+        )
     out = []
     for i, t in enumerate(targets):
         missing = [k for k in keys if k not in t]
         if missing:
             ident = t.get("image_id", i) if isinstance(t, dict) else i
-            raise DataError(f"image {ident}: {model_name} needs {missing} at inference, which "
-                            "its target does not have")
+            raise DataError(
+                f"image {ident}: {model_name} needs {missing} at inference, which "
+                "its target does not have"
+            )
         out.append({k: t[k] for k in keys})
     return out
 
 
-def run_model(model: nn.Module, images: Any, targets: Sequence[dict[str, Any]] | None = None
-              ) -> list[dict[str, Any]]:
+def run_model(
+    model: nn.Module, images: Any, targets: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Eval-mode forward: ``model(images)``, or ``model(images, inputs)`` for a model that
     declares :func:`inference_inputs`."""
     keys = inference_inputs(model)

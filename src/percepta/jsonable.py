@@ -35,8 +35,9 @@ class InvalidJsonError(DataError):
         self.file, self.lineno, self.colno = file, lineno, colno
 
 
-def read_json(path: str | os.PathLike, what: str, *, text: str | bytes | None = None,
-              empty_hint: str = "") -> Any:
+def read_json(
+    path: str | os.PathLike, what: str, *, text: str | bytes | None = None, empty_hint: str = ""
+) -> Any:
     """Parse the JSON file ``path`` (a ``what`` file, e.g. ``"COCO annotation"``).
 
     Args:
@@ -64,16 +65,21 @@ def read_json(path: str | os.PathLike, what: str, *, text: str | bytes | None = 
         try:
             text = text.decode("utf-8-sig")  # RFC 8259: UTF-8; a leading BOM is tolerated
         except UnicodeDecodeError as e:
-            raise DataError(f"{p}: the {what} file is not UTF-8 text ({e.reason} at byte "
-                            f"{e.start})") from None
+            raise DataError(
+                f"{p}: the {what} file is not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
     if not text.strip():
         raise DataError(f"{p}: the {what} file is empty{empty_hint}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidJsonError(f"{p}: invalid JSON at line {e.lineno} col {e.colno} ({e.msg}); "
-                               f"is the {what} file truncated or not JSON?",
-                               str(p), e.lineno, e.colno) from None
+        raise InvalidJsonError(
+            f"{p}: invalid JSON at line {e.lineno} col {e.colno} ({e.msg}); "
+            f"is the {what} file truncated or not JSON?",
+            str(p),
+            e.lineno,
+            e.colno,
+        ) from None
 
 
 def to_jsonable(value: Any) -> Any:

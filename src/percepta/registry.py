@@ -79,8 +79,13 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(
-        self, name: str, options: type | None = None, help: str | None = None, *,
-        task: str | None = None, resolve: Callable[[Any, Any], Any] | None = None,
+        self,
+        name: str,
+        options: type | None = None,
+        help: str | None = None,
+        *,
+        task: str | None = None,
+        resolve: Callable[[Any, Any], Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: ``@MODELS.register("centernet", options=CenterNetConfig, task="detection")``."""
 
@@ -150,7 +155,12 @@ MODELS = Registry("model")
 DATASETS = Registry("dataset")
 EVALUATORS = Registry("evaluator")
 LOSSES = Registry("loss")
-ALL_REGISTRIES = {"models": MODELS, "datasets": DATASETS, "evaluators": EVALUATORS, "losses": LOSSES}
+ALL_REGISTRIES = {
+    "models": MODELS,
+    "datasets": DATASETS,
+    "evaluators": EVALUATORS,
+    "losses": LOSSES,
+}
 
 # Modules whose import registers components. Kept explicit (no package scanning) so the import
 # order is predictable and a broken optional module shows up as a clear error.
@@ -195,8 +205,10 @@ def import_all() -> None:
         except ImportError as e:
             from percepta.errors import PerceptaError
 
-            raise PerceptaError(f"PERCEPTA_PLUGINS names {mod!r}, which cannot be imported: "
-                                f"{e} (is its folder on PYTHONPATH?)") from None
+            raise PerceptaError(
+                f"PERCEPTA_PLUGINS names {mod!r}, which cannot be imported: "
+                f"{e} (is its folder on PYTHONPATH?)"
+            ) from None
     _imported = True
 
 

@@ -53,12 +53,16 @@ class Prediction(TypedDict, total=False):
 def make_boxes(boxes: Any, canvas_size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
     """XYXY absolute-pixel boxes on an image of ``canvas_size = (H, W)``; ``[0,4]`` when empty."""
     t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return tv_tensors.BoundingBoxes(t, format=tv_tensors.BoundingBoxFormat.XYXY,
-                                    canvas_size=(int(canvas_size[0]), int(canvas_size[1])))
+    return tv_tensors.BoundingBoxes(
+        t,
+        format=tv_tensors.BoundingBoxFormat.XYXY,
+        canvas_size=(int(canvas_size[0]), int(canvas_size[1])),
+    )
 
 
-def make_target(boxes: Any, labels: Any, image_id: int, orig_size: tuple[int, int],
-                **extra: Any) -> dict[str, Any]:
+def make_target(
+    boxes: Any, labels: Any, image_id: int, orig_size: tuple[int, int], **extra: Any
+) -> dict[str, Any]:
     """A detection target dict following the conventions above."""
     target: dict[str, Any] = {
         "boxes": make_boxes(boxes, orig_size),

@@ -22,8 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATA = Path(os.environ.get("PERCEPTA_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get(
+        "PERCEPTA_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    )
+)
 
 IMAGES = [
     {"id": 10, "file_name": "a.png", "width": 64, "height": 48, "color": (200, 30, 30)},
@@ -45,24 +48,64 @@ def _crowd_rle() -> dict:
 def base_coco() -> dict:
     """The valid tiny COCO dict (fresh copy)."""
     anns = [
-        {"id": 1, "image_id": 10, "category_id": 7, "bbox": [5, 6, 20, 10], "area": 200.0,
-         "iscrowd": 0, "segmentation": [[5, 6, 25, 6, 25, 16, 5, 16]]},
-        {"id": 2, "image_id": 10, "category_id": 12, "bbox": [30.5, 10, 10, 20], "area": 150.0,
-         "iscrowd": 0, "segmentation": [[30.5, 10, 40.5, 10, 35.5, 30]]},
-        {"id": 3, "image_id": 10, "category_id": 3, "bbox": [0, 0, 10, 10], "area": 100.0,
-         "iscrowd": 1, "segmentation": _crowd_rle()},
-        {"id": 4, "image_id": 20, "category_id": 3, "bbox": [40, 30, 20, 20], "area": 400.0,
-         "iscrowd": 0, "segmentation": [[40, 30, 60, 30, 60, 50, 40, 50]]},
-        {"id": 5, "image_id": 20, "category_id": 7, "bbox": [1, 1, 0, 5], "area": 0.0,
-         "iscrowd": 0, "segmentation": [[1, 1, 1, 6, 1, 1]]},
+        {
+            "id": 1,
+            "image_id": 10,
+            "category_id": 7,
+            "bbox": [5, 6, 20, 10],
+            "area": 200.0,
+            "iscrowd": 0,
+            "segmentation": [[5, 6, 25, 6, 25, 16, 5, 16]],
+        },
+        {
+            "id": 2,
+            "image_id": 10,
+            "category_id": 12,
+            "bbox": [30.5, 10, 10, 20],
+            "area": 150.0,
+            "iscrowd": 0,
+            "segmentation": [[30.5, 10, 40.5, 10, 35.5, 30]],
+        },
+        {
+            "id": 3,
+            "image_id": 10,
+            "category_id": 3,
+            "bbox": [0, 0, 10, 10],
+            "area": 100.0,
+            "iscrowd": 1,
+            "segmentation": _crowd_rle(),
+        },
+        {
+            "id": 4,
+            "image_id": 20,
+            "category_id": 3,
+            "bbox": [40, 30, 20, 20],
+            "area": 400.0,
+            "iscrowd": 0,
+            "segmentation": [[40, 30, 60, 30, 60, 50, 40, 50]],
+        },
+        {
+            "id": 5,
+            "image_id": 20,
+            "category_id": 7,
+            "bbox": [1, 1, 0, 5],
+            "area": 0.0,
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 1, 6, 1, 1]],
+        },
     ]
     images = [{k: v for k, v in im.items() if k != "color"} for im in IMAGES]
-    return {"info": {"description": "tiny test set"}, "images": images, "annotations": anns,
-            "categories": copy.deepcopy(CATEGORIES)}
+    return {
+        "info": {"description": "tiny test set"},
+        "images": images,
+        "annotations": anns,
+        "categories": copy.deepcopy(CATEGORIES),
+    }
 
 
-def write_dataset(root: Path, coco: dict | None = None, split: str = "val2017",
-                  image_subdir: str | None = None) -> Path:
+def write_dataset(
+    root: Path, coco: dict | None = None, split: str = "val2017", image_subdir: str | None = None
+) -> Path:
     """Write the images and ``coco`` (default :func:`base_coco`) under ``root``; return the json."""
     coco = base_coco() if coco is None else coco
     img_dir = root / (image_subdir if image_subdir is not None else split)
@@ -94,5 +137,6 @@ def cocodata():
     """The helpers above, for tests (test modules should not import conftest directly)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(base=base_coco, write=write_dataset, shared=shared, images=IMAGES,
-                           categories=CATEGORIES)
+    return SimpleNamespace(
+        base=base_coco, write=write_dataset, shared=shared, images=IMAGES, categories=CATEGORIES
+    )

@@ -36,12 +36,23 @@ def _write_coco(root: Path, n: int, bad: set[int]) -> Path:
         else:
             Image.new("RGB", (16, 12), (10 * k % 256, 80, 160)).save(img_dir / name)
         images.append({"id": k + 1, "file_name": name, "width": 16, "height": 12})
-        anns.append({"id": k + 1, "image_id": k + 1, "category_id": 1, "bbox": [2, 2, 8, 6],
-                     "area": 48.0, "iscrowd": 0})
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": k + 1,
+                "category_id": 1,
+                "bbox": [2, 2, 8, 6],
+                "area": 48.0,
+                "iscrowd": 0,
+            }
+        )
     ann = root / "annotations" / "instances_train2017.json"
     ann.parent.mkdir(parents=True)
-    ann.write_text(json.dumps({"images": images, "annotations": anns,
-                               "categories": [{"id": 1, "name": "thing"}]}))
+    ann.write_text(
+        json.dumps(
+            {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
+        )
+    )
     return ann
 
 
@@ -82,8 +93,11 @@ def test_training_stops_with_a_data_error_past_the_skip_fraction(tmp_path, worke
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(DataError) as info:
-            list(itertools.islice(iter(build_train_loader(ds, 4, num_workers=workers,
-                                                          max_skip_fraction=0.1)), 15))
+            list(
+                itertools.islice(
+                    iter(build_train_loader(ds, 4, num_workers=workers, max_skip_fraction=0.1)), 15
+                )
+            )
         assert len(list(itertools.islice(iter(ok), 15))) == 15
     msg = str(info.value)
     assert "\n" not in msg and "3 of 20 samples" in msg and "train.max_skip_fraction=0.1" in msg
@@ -106,8 +120,7 @@ def test_a_batch_of_only_bad_samples_is_replaced_by_the_next_batch(tmp_path, wor
     loader = build_train_loader(ds, 2, shuffle=False, num_workers=workers, max_skip_fraction=0.5)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        got = [[t["image_id"] for t in targets]
-               for _, targets in itertools.islice(iter(loader), 3)]
+        got = [[t["image_id"] for t in targets] for _, targets in itertools.islice(iter(loader), 3)]
     assert got == [[3, 4], [3, 4], [3, 4]]  # batches [0,1] (ids 1, 2) are all bad
     assert loader.empty_batches == 3 and loader.skipped == 6
     assert len(_skip_warnings(record)) == 2
@@ -122,16 +135,24 @@ def test_eval_loader_skips_a_corrupt_image_and_visits_the_rest_once(cocodata, tm
         ds = CocoDetection(ann)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        ids = [t["image_id"] for _, targets in build_eval_loader(ds, 2, num_workers=workers)
-               for t in targets]
+        ids = [
+            t["image_id"]
+            for _, targets in build_eval_loader(ds, 2, num_workers=workers)
+            for t in targets
+        ]
     assert ids == [10, 30]
     msgs = _skip_warnings(record)
     assert len(msgs) == 1 and "b.png" in msgs[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        shard_ids = [[t["image_id"] for _, targets in build_eval_loader(ds, 1, rank=r,
-                                                                          world_size=2)
-                      for t in targets] for r in range(2)]
+        shard_ids = [
+            [
+                t["image_id"]
+                for _, targets in build_eval_loader(ds, 1, rank=r, world_size=2)
+                for t in targets
+            ]
+            for r in range(2)
+        ]
     assert shard_ids == [[10, 30], []]  # rank 1's only image is the bad one
 
 

@@ -14,8 +14,12 @@ from percepta.data.check import check_coco, guess_image_dir, image_dir_candidate
 
 # library deprecations outside our control (torchvision.io -> torchcodec; pycocotools + numpy 2)
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The image decoding and encoding capabilities:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    ),
 ]
 
 
@@ -82,7 +86,13 @@ def test_broken_copy_names_every_defect(tmp_path, cocodata):
     for p in r.errors:
         assert p.severity == "error"
     text = r.format_text()
-    for needle in ("duplicate annotation id", "category_id 99", "missing.png", "33x32", "end-of-image marker"):
+    for needle in (
+        "duplicate annotation id",
+        "category_id 99",
+        "missing.png",
+        "33x32",
+        "end-of-image marker",
+    ):
         assert needle in text, needle
     back = json.loads(r.to_json())
     assert back["ok"] is False and back["num_errors"] == len(r.errors)
@@ -137,7 +147,11 @@ def test_cli_exit_codes_and_output(tmp_path, cocodata, capsys):
     bad = _broken(tmp_path / "bad", cocodata)
     assert main(["data", "check", str(bad), "--max-report", "1"]) == 1
     out = capsys.readouterr().out
-    assert "error missing_image (1)" in out and "error duplicate_id (3)" in out and "... and 2 more" in out
+    assert (
+        "error missing_image (1)" in out
+        and "error duplicate_id (3)" in out
+        and "... and 2 more" in out
+    )
     # --images overrides the guess
     assert main(["data", "check", str(good), "--images", str(tmp_path / "bad" / "val2017")]) == 0
     capsys.readouterr()

@@ -15,8 +15,12 @@ from percepta.errors import DataError
 
 # library deprecations outside our control (torchvision.io -> torchcodec; pycocotools + numpy 2)
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The image decoding and encoding capabilities:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    ),
 ]
 
 
@@ -36,11 +40,18 @@ def test_sparse_category_ids_map_to_contiguous_labels_and_back(tiny_coco):
     raw = json.loads(Path(tiny_coco).read_text())
     for i in range(len(ds)):
         _, t = ds[i]
-        anns = [a for a in raw["annotations"] if a["image_id"] == t["image_id"] and not a["iscrowd"]]
+        anns = [
+            a for a in raw["annotations"] if a["image_id"] == t["image_id"] and not a["iscrowd"]
+        ]
         for box, label in zip(t["boxes"].tolist(), t["labels"].tolist()):
             x0, y0, x1, y1 = box
-            hits = [a for a in anns if a["category_id"] == ds.cat_ids[label]
-                    and abs(a["bbox"][0] - x0) < 1e-4 and abs(a["bbox"][1] - y0) < 1e-4]
+            hits = [
+                a
+                for a in anns
+                if a["category_id"] == ds.cat_ids[label]
+                and abs(a["bbox"][0] - x0) < 1e-4
+                and abs(a["bbox"][1] - y0) < 1e-4
+            ]
             assert hits, (t["image_id"], box, label)
 
 
@@ -118,7 +129,9 @@ def test_masks_from_polygons(tiny_coco):
     assert isinstance(m, tv_tensors.Mask) and tuple(m.shape) == (2, 48, 64)
     ys, xs = torch.nonzero(m[0], as_tuple=True)
     # the rectangle polygon covers columns 5..24(25) and rows 6..15(16)
-    assert 5 <= xs.min() <= 6 and 24 <= xs.max() <= 25 and 6 <= ys.min() <= 7 and 15 <= ys.max() <= 16
+    assert (
+        5 <= xs.min() <= 6 and 24 <= xs.max() <= 25 and 6 <= ys.min() <= 7 and 15 <= ys.max() <= 16
+    )
     assert abs(int(m[0].sum()) - 200) <= 40
     assert m[1].sum() > 0 and m[1][:, :30].sum() == 0
 
@@ -137,18 +150,29 @@ def test_image_dir_not_found_lists_candidates(tmp_path, cocodata):
     assert str(ann) in str(e.value) and "val2017" in str(e.value) and "a.png" in str(e.value)
 
 
-@pytest.mark.parametrize("mutate, record, words", [
-    (lambda c: c["annotations"].append({**c["annotations"][0]}), "annotation id 1", "duplicate"),
-    (lambda c: c["annotations"][0].update(category_id=99), "annotation id 1", "category_id 99"),
-    (lambda c: c["annotations"][1].update(bbox=["1", 2, 3, 4]), "annotation id 2", "bbox"),
-    (lambda c: c["annotations"][1].update(bbox=[1, 2, 3]), "annotation id 2", "bbox"),
-    (lambda c: c["annotations"][3].update(bbox=[1, 2, -3, 4]), "annotation id 4", "negative"),
-    (lambda c: c["annotations"][0].update(image_id=77), "annotation id 1", "image_id 77"),
-    (lambda c: c["images"].append(dict(c["images"][0])), "image id 10", "duplicate"),
-    (lambda c: c["categories"].append({"id": 3, "name": "again"}), "category id 3", "duplicate"),
-    (lambda c: c["images"][1].update(width="50"), "image id 20", "width"),
-    (lambda c: c.pop("categories"), "(top level)", "categories"),
-])
+@pytest.mark.parametrize(
+    "mutate, record, words",
+    [
+        (
+            lambda c: c["annotations"].append({**c["annotations"][0]}),
+            "annotation id 1",
+            "duplicate",
+        ),
+        (lambda c: c["annotations"][0].update(category_id=99), "annotation id 1", "category_id 99"),
+        (lambda c: c["annotations"][1].update(bbox=["1", 2, 3, 4]), "annotation id 2", "bbox"),
+        (lambda c: c["annotations"][1].update(bbox=[1, 2, 3]), "annotation id 2", "bbox"),
+        (lambda c: c["annotations"][3].update(bbox=[1, 2, -3, 4]), "annotation id 4", "negative"),
+        (lambda c: c["annotations"][0].update(image_id=77), "annotation id 1", "image_id 77"),
+        (lambda c: c["images"].append(dict(c["images"][0])), "image id 10", "duplicate"),
+        (
+            lambda c: c["categories"].append({"id": 3, "name": "again"}),
+            "category id 3",
+            "duplicate",
+        ),
+        (lambda c: c["images"][1].update(width="50"), "image id 20", "width"),
+        (lambda c: c.pop("categories"), "(top level)", "categories"),
+    ],
+)
 def test_bad_annotations_name_file_and_record(tmp_path, cocodata, mutate, record, words):
     coco = cocodata.base()
     mutate(coco)
@@ -199,7 +223,9 @@ def test_config_dataclass_and_registry():
 
     names = [f.name for f in fields(CocoDatasetConfig)]
     assert names[0] == "name" and CocoDatasetConfig().name == "coco"
-    assert {"ann_file", "image_dir", "augment", "with_masks", "filter_empty", "max_images"} <= set(names)
+    assert {"ann_file", "image_dir", "augment", "with_masks", "filter_empty", "max_images"} <= set(
+        names
+    )
     assert DATASETS.get("coco") is build_coco_dataset
     assert DATASETS.options("coco") is CocoDatasetConfig
 
@@ -211,8 +237,9 @@ def test_builder_resolves_paths_and_transforms(tiny_coco, tmp_path, monkeypatch)
         warnings.simplefilter("ignore")
         val = build_coco_dataset(cfg, root=str(root), train=False)
         train = build_coco_dataset(cfg, root=str(root), train=True)
-        no_aug = build_coco_dataset(CocoDatasetConfig(ann_file=cfg.ann_file, augment=False),
-                                    root=str(root), train=True)
+        no_aug = build_coco_dataset(
+            CocoDatasetConfig(ann_file=cfg.ann_file, augment=False), root=str(root), train=True
+        )
         # relative to the current directory when not under root
         monkeypatch.chdir(root)
         cwd = build_coco_dataset(cfg, root=str(tmp_path / "nowhere"), train=False)
@@ -220,7 +247,9 @@ def test_builder_resolves_paths_and_transforms(tiny_coco, tmp_path, monkeypatch)
     assert len(cwd) == 3
     with pytest.raises(DataError) as e:
         build_coco_dataset(CocoDatasetConfig(ann_file="missing.json"), root=str(tmp_path / "r"))
-    assert str(tmp_path / "r" / "missing.json") in str(e.value) and str(root / "missing.json") in str(e.value)
+    assert str(tmp_path / "r" / "missing.json") in str(e.value) and str(
+        root / "missing.json"
+    ) in str(e.value)
     with pytest.raises(DataError, match="ann_file"):
         build_coco_dataset(CocoDatasetConfig(), root=str(root))
 
@@ -228,7 +257,9 @@ def test_builder_resolves_paths_and_transforms(tiny_coco, tmp_path, monkeypatch)
 def test_config_validation_uses_the_options(tiny_coco):
     from percepta.config import ConfigError, from_dict
 
-    cfg = from_dict({"data": {"train": {"name": "coco", "ann_file": str(tiny_coco), "max_images": 2}}})
+    cfg = from_dict(
+        {"data": {"train": {"name": "coco", "ann_file": str(tiny_coco), "max_images": 2}}}
+    )
     assert cfg.data.train.max_images == 2 and cfg.data.train.with_masks is False
     with pytest.raises(ConfigError, match="max_image"):
         from_dict({"data": {"train": {"name": "coco", "ann_file": "x", "max_image": 2}}})
@@ -256,9 +287,15 @@ def test_tiny_coco_val(cocodata):
         n_ign += len(t["ignore_boxes"])
         n_empty += len(t["boxes"]) == 0
         # label -> category id round trip against the json
-        want = sorted((a["category_id"], round(a["bbox"][0], 2)) for a in by_img.get(t["image_id"], [])
-                      if not a["iscrowd"])
-        got = sorted((ds.cat_ids[lab], round(b[0], 2)) for lab, b in zip(t["labels"].tolist(), t["boxes"].tolist()))
+        want = sorted(
+            (a["category_id"], round(a["bbox"][0], 2))
+            for a in by_img.get(t["image_id"], [])
+            if not a["iscrowd"]
+        )
+        got = sorted(
+            (ds.cat_ids[lab], round(b[0], 2))
+            for lab, b in zip(t["labels"].tolist(), t["boxes"].tolist())
+        )
         assert got == want
     assert n_ign == 5 and n_box == 382 - 5
     assert n_empty >= 2
@@ -279,8 +316,14 @@ def test_tiny_coco_targets_written_back_as_results_score_ap_1(cocodata):
     for i in range(len(ds)):
         _, t = ds[i]
         for (x0, y0, x1, y1), lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
-            results.append({"image_id": t["image_id"], "category_id": ds.cat_ids[lab],
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": 1.0})
+            results.append(
+                {
+                    "image_id": t["image_id"],
+                    "category_id": ds.cat_ids[lab],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": 1.0,
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = ds.coco_gt
@@ -291,8 +334,13 @@ def test_tiny_coco_targets_written_back_as_results_score_ap_1(cocodata):
         ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)
     # a wrong mapping (labels shifted by one category) must not score 1
-    shifted = [{**r, "category_id": ds.cat_ids[(ds.cat_id_to_label[r["category_id"]] + 1) % ds.num_classes]}
-               for r in results]
+    shifted = [
+        {
+            **r,
+            "category_id": ds.cat_ids[(ds.cat_id_to_label[r["category_id"]] + 1) % ds.num_classes],
+        }
+        for r in results
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(gt, gt.loadRes(shifted), "bbox")
         ev.evaluate()

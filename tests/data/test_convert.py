@@ -19,8 +19,12 @@ from percepta.errors import DataError
 
 # library deprecations outside our control (torchvision.io -> torchcodec; pycocotools + numpy 2)
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The image decoding and encoding capabilities:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    ),
 ]
 
 VOC_XML = """<annotation>
@@ -44,10 +48,13 @@ def _voc(root: Path) -> Path:
     }
     for stem, (w, h, objs) in specs.items():
         Image.new("RGB", (w, h), (9, 9, 9)).save(root / "JPEGImages" / f"{stem}.jpg")
-        objects = "\n".join(VOC_OBJ.format(name=n, diff=d, trunc=t, x0=a, y0=b, x1=c, y1=e)
-                            for n, d, t, a, b, c, e in objs)
+        objects = "\n".join(
+            VOC_OBJ.format(name=n, diff=d, trunc=t, x0=a, y0=b, x1=c, y1=e)
+            for n, d, t, a, b, c, e in objs
+        )
         (root / "Annotations" / f"{stem}.xml").write_text(
-            VOC_XML.format(fn=f"{stem}.jpg", w=w, h=h, objects=objects))
+            VOC_XML.format(fn=f"{stem}.jpg", w=w, h=h, objects=objects)
+        )
     (root / "ImageSets" / "Main" / "train.txt").write_text("000002\n")
     return root
 
@@ -60,7 +67,9 @@ def test_voc_coordinates_difficult_and_categories(tmp_path):
     assert [c["name"] for c in coco["categories"]] == ["cat", "dog", "person"]
     assert [c["id"] for c in coco["categories"]] == [1, 2, 3]
     assert [(im["id"], im["voc_id"], im["width"], im["height"]) for im in coco["images"]] == [
-        (1, "000001", 40, 30), (2, "000002", 32, 24)]
+        (1, "000001", 40, 30),
+        (2, "000002", 32, 24),
+    ]
     # file names relative to the json's folder
     assert coco["images"][0]["file_name"] == "../VOC2007/JPEGImages/000001.jpg"
     a = {(x["image_id"], x["category_id"]): x for x in coco["annotations"]}
@@ -108,8 +117,14 @@ def test_voc_bad_inputs_name_the_file(tmp_path):
     bad.write_text("<annotation><object><name>dog</name>")
     with pytest.raises(DataError, match=r"000002\.xml: invalid XML at line 1"):
         voc_to_coco(src, tmp_path / "o.json")
-    bad.write_text(VOC_XML.format(fn="000002.jpg", w=32, h=24, objects=VOC_OBJ.format(
-        name="dog", diff=0, trunc=0, x0=10, y0=4, x1=5, y1=20)))
+    bad.write_text(
+        VOC_XML.format(
+            fn="000002.jpg",
+            w=32,
+            h=24,
+            objects=VOC_OBJ.format(name="dog", diff=0, trunc=0, x0=10, y0=4, x1=5, y1=20),
+        )
+    )
     with pytest.raises(DataError, match=r"000002\.xml: object 1 \('dog'\).*xmax < xmin"):
         voc_to_coco(src, tmp_path / "o.json")
     bad.write_text(VOC_XML.format(fn="gone.jpg", w=32, h=24, objects=""))
@@ -143,7 +158,9 @@ def test_pennfudan_boxes_masks_and_loader(tmp_path):
     coco = pennfudan_to_coco(tmp_path / "pf", out)
     assert coco["categories"] == [{"id": 1, "name": "person", "supercategory": "person"}]
     assert [im["file_name"] for im in coco["images"]] == [
-        "pf/PNGImages/FudanPed00001.png", "pf/PNGImages/PennPed00002.png"]
+        "pf/PNGImages/FudanPed00001.png",
+        "pf/PNGImages/PennPed00002.png",
+    ]
     anns = coco["annotations"]
     assert [a["instance_id"] for a in anns] == [1, 2]
     m = masks["FudanPed00001"]
@@ -151,7 +168,9 @@ def test_pennfudan_boxes_masks_and_loader(tmp_path):
         ys, xs = np.nonzero(m == a["instance_id"])
         assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert a["area"] == len(xs)
-        np.testing.assert_array_equal(mask_utils.decode(a["segmentation"]), (m == a["instance_id"]).astype(np.uint8))
+        np.testing.assert_array_equal(
+            mask_utils.decode(a["segmentation"]), (m == a["instance_id"]).astype(np.uint8)
+        )
     assert check_coco(out).ok
     ds = CocoDetection(out, with_masks=True)
     _, t = ds[0]
@@ -162,7 +181,9 @@ def test_pennfudan_boxes_masks_and_loader(tmp_path):
 
 def test_pennfudan_mask_size_mismatch(tmp_path):
     _pennfudan(tmp_path / "pf")
-    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "pf" / "PedMasks" / "PennPed00002_mask.png")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(
+        tmp_path / "pf" / "PedMasks" / "PennPed00002_mask.png"
+    )
     with pytest.raises(DataError, match=r"PennPed00002_mask\.png.*25x20"):
         pennfudan_to_coco(tmp_path / "pf", tmp_path / "o.json")
 
@@ -174,8 +195,21 @@ def test_cli_convert(tmp_path, capsys):
     assert "1 images, 1 annotations, 1 categories" in capsys.readouterr().out
     assert main(["data", "check", str(out)]) == 0
     _pennfudan(tmp_path / "pf")
-    assert main(["data", "convert", "pennfudan", str(tmp_path / "pf"), "--out", str(tmp_path / "pf.json"),
-                 "--split", "x"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "pennfudan",
+                str(tmp_path / "pf"),
+                "--out",
+                str(tmp_path / "pf.json"),
+                "--split",
+                "x",
+            ]
+        )
+        == 2
+    )
 
 
 def _txt_boxes(path: Path) -> list[tuple[int, int, int, int]]:
@@ -201,7 +235,9 @@ def test_pennfudan_real_against_annotation_txt(tmp_path, cocodata):
         anns = by_img.get(im["id"], [])
         assert len(anns) == len(txt), stem
         for a, (x0, y0, x1, y1) in zip(anns, txt):
-            ref = np.array([x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1], float)  # 1-based -> 0-based xywh
+            ref = np.array(
+                [x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1], float
+            )  # 1-based -> 0-based xywh
             got = np.array(a["bbox"])
             exact += bool(np.array_equal(ref, got))
             total += 1

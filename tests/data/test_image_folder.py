@@ -19,7 +19,9 @@ def test_items_are_images_with_empty_targets(tmp_path):
     assert [p.name for p in ds.files] == ["b.png", "a.jpg"]  # sorted by path, txt ignored
     img, tgt = ds[0]
     assert img.dtype == torch.uint8 and img.shape == (3, 10, 20) and int(img[0, 0, 0]) == 255
-    assert tgt["boxes"].shape == (0, 4) and tgt["labels"].numel() == 0 and tgt["orig_size"] == (10, 20)
+    assert (
+        tgt["boxes"].shape == (0, 4) and tgt["labels"].numel() == 0 and tgt["orig_size"] == (10, 20)
+    )
     assert ds[1][0].shape == (3, 6, 8)  # greyscale decoded as RGB
     assert ds.class_names == [] and len(ImageFolder(tmp_path, max_images=1)) == 1
 

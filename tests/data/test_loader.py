@@ -24,8 +24,10 @@ def _take(sampler, n):
 def test_union_of_rank_batches_is_the_single_process_batch(world_size):
     n, batch, iters = 23, 6, 12  # 3 batches per epoch, tail of 5 dropped, 4 epochs
     single = _take(ResumableBatchSampler(n, batch, seed=7), iters)
-    ranks = [_take(ResumableBatchSampler(n, batch, seed=7, rank=r, world_size=world_size), iters)
-             for r in range(world_size)]
+    ranks = [
+        _take(ResumableBatchSampler(n, batch, seed=7, rank=r, world_size=world_size), iters)
+        for r in range(world_size)
+    ]
     for i in range(iters):
         parts = [ranks[r][i] for r in range(world_size)]
         assert all(len(p) == batch // world_size for p in parts)
@@ -56,8 +58,9 @@ def test_epochs_are_permutations_that_drop_the_tail_and_advance():
 @pytest.mark.parametrize("start", [0, 1, 3, 5, 7])
 def test_start_offset_resumes_without_replay(start):
     full = _take(ResumableBatchSampler(20, 4, seed=1, rank=1, world_size=2), 12)
-    resumed = _take(ResumableBatchSampler(20, 4, seed=1, rank=1, world_size=2, start_iter=start),
-                    12 - start)
+    resumed = _take(
+        ResumableBatchSampler(20, 4, seed=1, rank=1, world_size=2, start_iter=start), 12 - start
+    )
     assert resumed == full[start:]
 
 
@@ -122,8 +125,11 @@ class RandomItems(Items):
 
         import numpy as np
 
-        draws = [int(torch.randint(0, 2**31 - 1, ())), int(np.random.randint(0, 2**31 - 1)),
-                 random.randrange(2**31 - 1)]
+        draws = [
+            int(torch.randint(0, 2**31 - 1, ())),
+            int(np.random.randint(0, 2**31 - 1)),
+            random.randrange(2**31 - 1),
+        ]
         return torch.tensor([i, *draws]), {"image_id": i}
 
 

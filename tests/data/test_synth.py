@@ -24,7 +24,9 @@ from percepta.errors import DataError, NotAvailableError, PerceptaError
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_output_for_any_number_of_workers(tmp_path):
@@ -46,14 +48,17 @@ def test_valid_coco(tmp_path):
     from pycocotools.coco import COCO
 
     size = 128
-    generate_detection(tmp_path, num_images=24, image_size=size, val_fraction=0.25, seed=1, workers=2)
+    generate_detection(
+        tmp_path, num_images=24, image_size=size, val_fraction=0.25, seed=1, workers=2
+    )
     seen_ids = set()
     for split, n_images in (("train", 18), ("val", 6)):
         path = tmp_path / "annotations" / f"instances_{split}.json"
         coco = COCO(str(path))
         raw = json.loads(path.read_text())
         assert [(c["id"], c["name"], c["supercategory"]) for c in raw["categories"]] == [
-            (i + 1, n, "shape") for i, n in enumerate(CLASS_NAMES)]
+            (i + 1, n, "shape") for i, n in enumerate(CLASS_NAMES)
+        ]
         names = [c["name"] for c in raw["categories"]]
         assert len(set(names)) == 6 and all(n == n.lower() for n in names)
         assert len(coco.getImgIds()) == n_images
@@ -103,7 +108,10 @@ def test_empty_images_and_object_counts():
 
 def test_square_box_is_tight():
     # A square of side 40 centred at (100, 120): the unit square has its vertices at radius 1.
-    for angle, half in ((0.0, 20.0), (30.0, 20.0 * (math.cos(math.pi / 6) + math.sin(math.pi / 6)))):
+    for angle, half in (
+        (0.0, 20.0),
+        (30.0, 20.0 * (math.cos(math.pi / 6) + math.sin(math.pi / 6))),
+    ):
         poly = shape_polygon("square", 100.0, 120.0, 20.0 * math.sqrt(2.0), angle)
         x, y, w, h = polygon_bbox(poly)
         assert (x, y, w, h) == pytest.approx((100 - half, 120 - half, 2 * half, 2 * half), abs=1e-6)
@@ -137,10 +145,17 @@ def test_generated_boxes_are_tight_and_occlusion_is_mild():
     assert n_partly_hidden >= 3  # overlap happens, the task is not trivial
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"num_images": 0}, {"image_size": 32}, {"val_fraction": 1.0}, {"val_fraction": -0.1},
-    {"seed": -1}, {"workers": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_images": 0},
+        {"image_size": 32},
+        {"val_fraction": 1.0},
+        {"val_fraction": -0.1},
+        {"seed": -1},
+        {"workers": 0},
+    ],
+)
 def test_bad_options_rejected(tmp_path, kwargs):
     with pytest.raises(SynthOptionError) as e:
         generate_detection(tmp_path / "x", **{"num_images": 4, **kwargs})
@@ -158,8 +173,20 @@ def test_split_sizes():
 
 def test_cli_writes_skips_and_overwrites(tmp_path, capsys):
     out = tmp_path / "builtin"
-    argv = ["data", "synth", "--task", "detection", "--out", str(out), "--num-images", "6",
-            "--image-size", "64", "--workers", "1"]
+    argv = [
+        "data",
+        "synth",
+        "--task",
+        "detection",
+        "--out",
+        str(out),
+        "--num-images",
+        "6",
+        "--image-size",
+        "64",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "instances_val.json" in text and "centernet_r18_builtin.yaml" in text
@@ -206,4 +233,3 @@ def test_interrupted_run_is_regenerated(tmp_path):
     result = generate_detection(tmp_path, num_images=3, image_size=64, workers=1)
     assert not result["skipped"] and (tmp_path / "val" / "000000000003.png").is_file()
     assert generate_detection(tmp_path, num_images=3, image_size=64, workers=1)["skipped"]
-

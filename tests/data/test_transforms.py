@@ -14,20 +14,31 @@ from percepta.data.transforms import DetectionAugment, _labels_and_area, build_t
 
 # library deprecations outside our control (torchvision.io -> torchcodec; pycocotools + numpy 2)
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The image decoding and encoding capabilities:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    ),
 ]
 
 
 def _target(h=40, w=60):
-    boxes = tv_tensors.BoundingBoxes(torch.tensor([[5.0, 5, 25, 30], [30, 10, 58, 20]]),
-                                     format="XYXY", canvas_size=(h, w))
+    boxes = tv_tensors.BoundingBoxes(
+        torch.tensor([[5.0, 5, 25, 30], [30, 10, 58, 20]]), format="XYXY", canvas_size=(h, w)
+    )
     masks = torch.zeros(2, h, w, dtype=torch.uint8)
     masks[0, 5:30, 5:25] = 1
     masks[1, 10:20, 30:58] = 1
-    return {"boxes": boxes, "labels": torch.tensor([0, 2]), "image_id": 1, "orig_size": (h, w),
-            "area": torch.tensor([500.0, 280.0]), "ignore_boxes": torch.tensor([[0.0, 0, 10, 8]]),
-            "masks": tv_tensors.Mask(masks)}
+    return {
+        "boxes": boxes,
+        "labels": torch.tensor([0, 2]),
+        "image_id": 1,
+        "orig_size": (h, w),
+        "area": torch.tensor([500.0, 280.0]),
+        "ignore_boxes": torch.tensor([[0.0, 0, 10, 8]]),
+        "masks": tv_tensors.Mask(masks),
+    }
 
 
 def test_val_is_identity():
@@ -53,8 +64,9 @@ def test_flip_moves_ignore_boxes_and_masks():
 
 def test_sanitize_drops_labels_area_masks_together():
     t0 = _target()
-    t0["boxes"] = tv_tensors.BoundingBoxes(torch.tensor([[5.0, 5, 25, 30], [30, 10, 30.5, 20]]),
-                                           format="XYXY", canvas_size=(40, 60))  # 2nd < 1 px wide
+    t0["boxes"] = tv_tensors.BoundingBoxes(
+        torch.tensor([[5.0, 5, 25, 30], [30, 10, 30.5, 20]]), format="XYXY", canvas_size=(40, 60)
+    )  # 2nd < 1 px wide
     aug = DetectionAugment(v2.Compose([v2.SanitizeBoundingBoxes(labels_getter=_labels_and_area)]))
     out_img, t = aug(torch.zeros(3, 40, 60, dtype=torch.uint8), t0)
     assert t["labels"].tolist() == [0] and t["area"].tolist() == [500.0]
@@ -78,7 +90,12 @@ def test_train_pipeline_keeps_targets_consistent(tiny_coco):
             assert tuple(b.canvas_size) == (h, w)
             assert len(b) == len(t["labels"]) == len(t["area"]) == len(t["masks"])
             if len(b):
-                assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= h).all()
+                assert (
+                    (b[:, 0] >= 0).all()
+                    and (b[:, 2] <= w).all()
+                    and (b[:, 1] >= 0).all()
+                    and (b[:, 3] <= h).all()
+                )
                 assert ((b[:, 2] - b[:, 0]) >= 1).all() and ((b[:, 3] - b[:, 1]) >= 1).all()
             assert t["labels"].min().item() >= 0 if len(b) else True
             assert t["ignore_boxes"].shape[-1] == 4

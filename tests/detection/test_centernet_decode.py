@@ -41,8 +41,13 @@ def _assert_same_rows(got, want) -> None:
 def test_official_ctdet_decode_exact() -> None:
     ref = json.loads((FIX / "decode_basic.json").read_text())
     inp, exp = ref["inputs"], ref["expected"]
-    dets = decode(torch.tensor(inp["heat"]), torch.tensor(inp["wh"]), torch.tensor(inp["reg"]),
-                  k=inp["K"], cat_spec_wh=inp["cat_spec_wh"])
+    dets = decode(
+        torch.tensor(inp["heat"]),
+        torch.tensor(inp["wh"]),
+        torch.tensor(inp["reg"]),
+        k=inp["K"],
+        cat_spec_wh=inp["cat_spec_wh"],
+    )
     want = torch.tensor(exp["detections"])
     assert dets.shape == want.shape and dets.dtype == torch.float32
     for b in range(dets.shape[0]):
@@ -56,8 +61,9 @@ def test_reexported_from_centernet_module() -> None:
     assert centernet.decode is decode
 
 
-def _numpy_decode(heat: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: int,
-                  cat_spec_wh: bool) -> list[list[tuple]]:
+def _numpy_decode(
+    heat: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: int, cat_spec_wh: bool
+) -> list[list[tuple]]:
     """Independent decoder: loop over pixels, keep local 3x3 maxima, global sort, pick k."""
     b, c, h, w = heat.shape
     out = []
@@ -67,7 +73,7 @@ def _numpy_decode(heat: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: i
             for y in range(h):
                 for x in range(w):
                     v = heat[i, cl, y, x]
-                    win = heat[i, cl, max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+                    win = heat[i, cl, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
                     if v == win.max():
                         cands.append((v, cl, y, x))
         cands.sort(key=lambda t: -t[0])
@@ -75,8 +81,11 @@ def _numpy_decode(heat: np.ndarray, wh: np.ndarray, reg: np.ndarray | None, k: i
         for v, cl, y, x in cands[:k]:
             cx = x + (reg[i, 0, y, x] if reg is not None else np.float32(0.5))
             cy = y + (reg[i, 1, y, x] if reg is not None else np.float32(0.5))
-            sw, sh = (wh[i, 2 * cl, y, x], wh[i, 2 * cl + 1, y, x]) if cat_spec_wh else \
-                (wh[i, 0, y, x], wh[i, 1, y, x])
+            sw, sh = (
+                (wh[i, 2 * cl, y, x], wh[i, 2 * cl + 1, y, x])
+                if cat_spec_wh
+                else (wh[i, 0, y, x], wh[i, 1, y, x])
+            )
             row = (cx - sw / 2, cy - sh / 2, cx + sw / 2, cy + sh / 2, v, np.float32(cl))
             rows.append(tuple(float(np.float32(r)) for r in row))
         out.append(rows)
@@ -92,7 +101,9 @@ def test_decode_matches_independent_decoder(cat_spec_wh: bool, with_reg: bool) -
     wh = torch.rand(b, 2 * c if cat_spec_wh else 2, h, w, generator=g) * 8
     reg = torch.rand(b, 2, h, w, generator=g) if with_reg else None
     dets = decode(heat, wh, reg, k=k, cat_spec_wh=cat_spec_wh)
-    ref = _numpy_decode(heat.numpy(), wh.numpy(), None if reg is None else reg.numpy(), k, cat_spec_wh)
+    ref = _numpy_decode(
+        heat.numpy(), wh.numpy(), None if reg is None else reg.numpy(), k, cat_spec_wh
+    )
     for i in range(b):
         _assert_same_rows(dets[i].tolist(), ref[i])
     assert (dets[0, :4, 4] == 1.0).all()  # the four tied plateau pixels (stored 1.0, copied)
@@ -109,17 +120,28 @@ def _hand_maps(cat_spec_wh: bool = False) -> tuple[torch.Tensor, torch.Tensor, t
     Every other pixel is 0 (either suppressed or a zero "peak" of an empty window).
     """
     heat = torch.zeros(1, 2, 4, 5)
-    for (c, y, x), v in {(0, 0, 0): 0.9, (0, 0, 1): 0.8, (0, 3, 1): 0.5, (0, 3, 2): 0.5,
-                         (0, 1, 4): 0.3, (1, 1, 1): 0.7, (1, 2, 4): 0.6}.items():
+    for (c, y, x), v in {
+        (0, 0, 0): 0.9,
+        (0, 0, 1): 0.8,
+        (0, 3, 1): 0.5,
+        (0, 3, 2): 0.5,
+        (0, 1, 4): 0.3,
+        (1, 1, 1): 0.7,
+        (1, 2, 4): 0.6,
+    }.items():
         heat[0, c, y, x] = v
     reg = torch.zeros(1, 2, 4, 5)
     wh = torch.zeros(1, 4 if cat_spec_wh else 2, 4, 5)
     # (y, x): offset (ox, oy), size (w, h)
-    for (y, x), off, size in (((0, 0), (0.25, 0.75), (2.0, 4.0)), ((1, 1), (0.5, 0.5), (1.0, 1.0)),
-                              ((2, 4), (0.125, 0.25), (3.0, 2.0)), ((3, 1), (0.0, 0.0), (2.0, 2.0)),
-                              ((3, 2), (0.875, 0.375), (4.0, 1.0)),
-                              ((1, 4), (0.25, 0.25), (1.0, 2.0)),
-                              ((0, 1), (0.5, 0.5), (8.0, 8.0))):  # the suppressed pixel
+    for (y, x), off, size in (
+        ((0, 0), (0.25, 0.75), (2.0, 4.0)),
+        ((1, 1), (0.5, 0.5), (1.0, 1.0)),
+        ((2, 4), (0.125, 0.25), (3.0, 2.0)),
+        ((3, 1), (0.0, 0.0), (2.0, 2.0)),
+        ((3, 2), (0.875, 0.375), (4.0, 1.0)),
+        ((1, 4), (0.25, 0.25), (1.0, 2.0)),
+        ((0, 1), (0.5, 0.5), (8.0, 8.0)),
+    ):  # the suppressed pixel
         reg[0, :, y, x] = torch.tensor(off)
         wh[0, :2, y, x] = torch.tensor(size)
         if cat_spec_wh:  # class 1's channels; class 0's (wrong for class 1) stay as above
@@ -165,8 +187,9 @@ def test_without_offsets_the_centre_is_the_pixel_centre() -> None:
     heat, wh, _ = _hand_maps()
     dets = decode(heat, wh, None, k=2)
     # c0 (0,0): centre (0.5, 0.5), 2x4; c1 (1,1): centre (1.5, 1.5), 1x1
-    _assert_same_rows(dets[0].tolist(),
-                      [(-0.5, -1.5, 1.5, 2.5, 0.9, 0), (1.0, 1.0, 2.0, 2.0, 0.7, 1)])
+    _assert_same_rows(
+        dets[0].tolist(), [(-0.5, -1.5, 1.5, 2.5, 0.9, 0), (1.0, 1.0, 2.0, 2.0, 0.7, 1)]
+    )
 
 
 def test_images_of_a_batch_are_decoded_independently() -> None:
@@ -190,9 +213,12 @@ def test_k_is_capped_by_map_size() -> None:
     assert dets[0, :2, 5].tolist() == [1, 0]
     assert dets[0, 2:, 4].tolist() == [0.0] * 10  # every other pixel: suppressed or zero
     # the two real peaks: centres (2.5, 1.5) and (0.5, 0.5), 1x1 boxes
-    torch.testing.assert_close(dets[0, :2, :4], torch.tensor([[2.0, 1.0, 3.0, 2.0],
-                                                              [0.0, 0.0, 1.0, 1.0]]),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        dets[0, :2, :4],
+        torch.tensor([[2.0, 1.0, 3.0, 2.0], [0.0, 0.0, 1.0, 1.0]]),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_decode_exports_to_onnx_exactly(tmp_path) -> None:
@@ -208,8 +234,14 @@ def test_decode_exports_to_onnx_exactly(tmp_path) -> None:
     path = tmp_path / "decode.onnx"
     with warnings.catch_warnings():  # tracer/deprecation chatter only
         warnings.simplefilter("ignore")
-        torch.onnx.export(Decode(), (heat, wh, reg), str(path), opset_version=18, dynamo=False,
-                          input_names=["heat", "wh", "reg"])
+        torch.onnx.export(
+            Decode(),
+            (heat, wh, reg),
+            str(path),
+            opset_version=18,
+            dynamo=False,
+            input_names=["heat", "wh", "reg"],
+        )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"heat": heat.numpy(), "wh": wh.numpy(), "reg": reg.numpy()})
     want = decode(heat, wh, reg, k=ref["K"]).numpy()

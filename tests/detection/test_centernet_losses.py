@@ -27,11 +27,20 @@ def case() -> tuple[dict, dict, dict]:
     inp = ref["inputs"]
     boxes = torch.tensor(inp["boxes_output_coords_xyxy"], dtype=torch.float64)
     _, h, w = inp["heatmap_shape_CHW"]
-    tg = build_targets([boxes], [torch.zeros(len(boxes), dtype=torch.long)], 1, (h, w),
-                       max_objs=inp["max_objs"], radius_formula="centernet",
-                       min_overlap=inp["min_overlap"])
-    out = {"heat": torch.tensor(inp["pred_heatmap_after_sigmoid_clamp"]),
-           "wh": torch.tensor(inp["pred_wh"]), "reg": torch.tensor(inp["pred_reg"])}
+    tg = build_targets(
+        [boxes],
+        [torch.zeros(len(boxes), dtype=torch.long)],
+        1,
+        (h, w),
+        max_objs=inp["max_objs"],
+        radius_formula="centernet",
+        min_overlap=inp["min_overlap"],
+    )
+    out = {
+        "heat": torch.tensor(inp["pred_heatmap_after_sigmoid_clamp"]),
+        "wh": torch.tensor(inp["pred_wh"]),
+        "reg": torch.tensor(inp["pred_reg"]),
+    }
     return ref["expected"], tg, out
 
 
@@ -50,10 +59,12 @@ def test_official_loss_values(case: tuple[dict, dict, dict]) -> None:
     off = reg_l1_loss(out["reg"], tg["mask"], tg["ind"], tg["reg"])
     assert off.item() == pytest.approx(exp["off_l1_loss_unweighted"], rel=REL_F32_SUM)
     assert focal.item() + 0.1 * wh.item() + off.item() == pytest.approx(
-        exp["total_with_default_weights"], rel=REL_F32_SUM)
+        exp["total_with_default_weights"], rel=REL_F32_SUM
+    )
     # registered module form: the same code on the same machine (1e-6 relative)
     assert LOSSES.build("centernet_focal")(out["heat"], tg["heatmap"]).item() == pytest.approx(
-        focal.item(), rel=1e-6)
+        focal.item(), rel=1e-6
+    )
 
 
 def test_model_loss_weighting(case: tuple[dict, dict, dict]) -> None:
@@ -64,13 +75,16 @@ def test_model_loss_weighting(case: tuple[dict, dict, dict]) -> None:
     stub = Backbone(torch.nn.Conv2d(3, 8, 1), 8, 32, "stub")
     model = CenterNet(stub, 1, input_size=64, wh_weight=0.1, off_weight=1.0, hm_weight=1.0)
     losses = model.compute_losses(out, tg)
-    assert losses["loss_heatmap"].item() == pytest.approx(exp["focal_loss_neg_loss"],
-                                                          rel=REL_F32_SUM)
-    assert losses["loss_offset"].item() == pytest.approx(exp["off_l1_loss_unweighted"],
-                                                         rel=REL_F32_SUM)
+    assert losses["loss_heatmap"].item() == pytest.approx(
+        exp["focal_loss_neg_loss"], rel=REL_F32_SUM
+    )
+    assert losses["loss_offset"].item() == pytest.approx(
+        exp["off_l1_loss_unweighted"], rel=REL_F32_SUM
+    )
     # 0.1 * float32 value (weight applied in float32, reference sum in float64)
-    assert losses["loss_wh"].item() == pytest.approx(0.1 * exp["wh_l1_loss_unweighted"],
-                                                     rel=REL_F32_SUM)
+    assert losses["loss_wh"].item() == pytest.approx(
+        0.1 * exp["wh_l1_loss_unweighted"], rel=REL_F32_SUM
+    )
     total = sum(v.item() for v in losses.values())
     assert total == pytest.approx(exp["total_with_default_weights"], rel=REL_F32_SUM)
 
@@ -96,8 +110,9 @@ def test_focal_is_finite_when_sigmoid_saturates() -> None:
 
 
 def test_empty_targets_give_exact_zero_regression_losses() -> None:
-    tg = build_targets([torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2, 2, (8, 8),
-                       max_objs=4)
+    tg = build_targets(
+        [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2, 2, (8, 8), max_objs=4
+    )
     wh_pred = torch.randn(2, 2, 8, 8, requires_grad=True)
     heat = torch.rand(2, 2, 8, 8, requires_grad=True)
     wh = reg_l1_loss(wh_pred, tg["mask"], tg["ind"], tg["wh"])

@@ -76,8 +76,13 @@ def test_pretrained_timm_weights_load_from_local_file(tmp_path) -> None:
     ref = timm.create_model("resnet18")
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    cfg = CenterNetConfig(num_classes=3, input_size=64, pretrained=True, pretrained_path=str(path),
-                          class_names=["a", "b", "c"])
+    cfg = CenterNetConfig(
+        num_classes=3,
+        input_size=64,
+        pretrained=True,
+        pretrained_path=str(path),
+        class_names=["a", "b", "c"],
+    )
     model = build_centernet(cfg)
     assert model.class_names == ["a", "b", "c"]
     loaded = model.backbone.body.state_dict()
@@ -95,8 +100,11 @@ def test_pretrained_without_path_refuses_to_download(tmp_path) -> None:
 
 
 def test_pretrained_file_that_does_not_match_is_an_error(tmp_path) -> None:
-    partial = {k: v for k, v in timm.create_model("resnet18").state_dict().items()
-               if not k.startswith("layer4")}  # timm alone would keep layer4 random, silently
+    partial = {
+        k: v
+        for k, v in timm.create_model("resnet18").state_dict().items()
+        if not k.startswith("layer4")
+    }  # timm alone would keep layer4 random, silently
     torch.save(partial, tmp_path / "partial.pth")
     with pytest.raises(PerceptaError, match="layer4"):
         build_backbone("resnet18", True, str(tmp_path / "partial.pth"))
@@ -135,8 +143,9 @@ def test_preprocess_letterbox_and_target_scaling() -> None:
     # 48 x 0.8 = 38.4 -> 38 rows of content, zero padding below
     # the same antialiased resize, here vs inside preprocess (same machine): 1e-6 relative
     # plus 1e-4 absolute on 0-255 pixel values
-    torch.testing.assert_close(batch[0, :, :38], TF.resize(img.float(), [38, 64], antialias=True),
-                               rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(
+        batch[0, :, :38], TF.resize(img.float(), [38, 64], antialias=True), rtol=1e-6, atol=1e-4
+    )
     assert batch[0, :, 38:].abs().sum() == 0
     # a box of the original image, scaled by 0.8 and the stride 4 by hand:
     # [8, 4, 40, 44] px -> [1.6, 0.8, 8.0, 8.8] cells; centre (4.8, 4.8); size (6.4, 8.0)
@@ -153,13 +162,20 @@ def test_preprocess_letterbox_and_target_scaling() -> None:
 
 def test_postprocess_maps_to_original_pixels() -> None:
     model = _stub_model(score_threshold=0.01)
-    dets = torch.tensor([[[1.6, 0.8, 8.0, 8.8, 0.9, 1.0],      # -> [8, 4, 40, 44]
-                          [15.0, 10.0, 20.0, 14.0, 0.5, 0.0],  # -> clipped to 80 x 48
-                          [1.0, 1.0, 2.0, 2.0, 0.005, 0.0]]])  # below the threshold
+    dets = torch.tensor(
+        [
+            [
+                [1.6, 0.8, 8.0, 8.8, 0.9, 1.0],  # -> [8, 4, 40, 44]
+                [15.0, 10.0, 20.0, 14.0, 0.5, 0.0],  # -> clipped to 80 x 48
+                [1.0, 1.0, 2.0, 2.0, 0.005, 0.0],
+            ]
+        ]
+    )  # below the threshold
     (pred,) = model.postprocess(dets, torch.tensor([0.8]), [(48, 80)])
     assert pred["labels"].dtype == torch.int64 and pred["labels"].tolist() == [1, 0]
-    assert torch.allclose(pred["boxes"], torch.tensor([[8.0, 4.0, 40.0, 44.0],
-                                                       [75.0, 48.0, 80.0, 48.0]]), atol=1e-5)
+    assert torch.allclose(
+        pred["boxes"], torch.tensor([[8.0, 4.0, 40.0, 44.0], [75.0, 48.0, 80.0, 48.0]]), atol=1e-5
+    )
     assert pred["scores"].tolist() == pytest.approx([0.9, 0.5])
 
 
@@ -217,8 +233,15 @@ def test_time_train_step_breakdown() -> None:
     imgs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     tg = [make_target([[4, 4, 30, 40]], [1], i, (64, 64)) for i in range(2)]
     res = time_train_step_breakdown(model, (imgs, tg), repeats=1, warmup=0)
-    assert {"preprocess_s", "forward_s", "targets_s", "loss_s", "backward_s", "step_s",
-            "targets_share"} <= set(res)
+    assert {
+        "preprocess_s",
+        "forward_s",
+        "targets_s",
+        "loss_s",
+        "backward_s",
+        "step_s",
+        "targets_share",
+    } <= set(res)
     assert 0 < res["targets_share"] < 1
     assert all(p.grad is None for p in model.parameters())
 
@@ -229,8 +252,10 @@ def _toy_batch() -> tuple[torch.Tensor, list[dict]]:
     imgs[0, :, 10:30, 8:40] = torch.tensor([255, 40, 40], dtype=torch.uint8).view(3, 1, 1)
     imgs[0, :, 40:60, 44:60] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
     imgs[1, :, 20:52, 16:36] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
-    targets = [make_target([[8, 10, 40, 30], [44, 40, 60, 60]], [0, 1], 0, (64, 64)),
-               make_target([[16, 20, 36, 52]], [1], 1, (64, 64))]
+    targets = [
+        make_target([[8, 10, 40, 30], [44, 40, 60, 60]], [0, 1], 0, (64, 64)),
+        make_target([[16, 20, 36, 52]], [1], 1, (64, 64)),
+    ]
     return imgs, targets
 
 
@@ -266,8 +291,11 @@ def test_overfits_two_images_and_predicts_in_original_pixels() -> None:
         assert pred["labels"].dtype == torch.int64
         assert (pred["scores"] > model.score_threshold).all() and len(pred["scores"]) <= 100
         assert torch.all(pred["scores"][:-1] >= pred["scores"][1:])
-    for pred, tgt, factor in ((small[0], targets[0], 1), (small[1], targets[1], 1),
-                              (big[0], targets[0], 2)):
+    for pred, tgt, factor in (
+        (small[0], targets[0], 1),
+        (small[1], targets[1], 1),
+        (big[0], targets[0], 2),
+    ):
         gt = tgt["boxes"].as_subclass(torch.Tensor) * factor
         n = len(gt)
         top = pred["boxes"][:n]
@@ -286,8 +314,9 @@ def test_dilated_backbone_keeps_stride_four_with_fewer_neck_stages() -> None:
     """output_stride=16 (timm dilation): an 8x8 last map at 128 px, two neck stages -> stride 4."""
     bb = build_backbone("resnet18", output_stride=16)
     assert bb.stride == 16 and bb(torch.zeros(1, 3, 128, 128)).shape[-2:] == (8, 8)
-    cfg = CenterNetConfig(num_classes=2, input_size=128, output_stride=16, neck_channels=[16, 16],
-                          head_conv=8)
+    cfg = CenterNetConfig(
+        num_classes=2, input_size=128, output_stride=16, neck_channels=[16, 16], head_conv=8
+    )
     model = build_centernet(cfg).eval()
     assert model.stride == 4
     assert model.forward_heads(torch.zeros(1, 3, 128, 128))["heat"].shape == (1, 2, 32, 32)

@@ -39,8 +39,12 @@ def test_radius_table(ref: dict) -> None:
     bug = gaussian_radius(hw[:, 0], hw[:, 1], 0.7, "centernet")
     # float64 and the bug version adds the square root (b + sqrt(...)): no cancellation, so a
     # few float64 ulps (rel 1e-12) is ample on any CPU.
-    torch.testing.assert_close(bug, torch.tensor(table["centernet_bug_version_min_overlap_0.7"],
-                                                 dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        bug,
+        torch.tensor(table["centernet_bug_version_min_overlap_0.7"], dtype=torch.float64),
+        rtol=1e-12,
+        atol=0,
+    )
     ceil_hw = torch.ceil(hw)  # ctdet.py passes ceil(h), ceil(w) and truncates
     used = gaussian_radius(ceil_hw[:, 0], ceil_hw[:, 1], 0.7, "centernet").clamp(min=0).long()
     assert used.tolist() == table["centernet_int_radius_as_used_in_ctdet"]  # ints: exact
@@ -68,9 +72,15 @@ def test_heatmap_and_slots_exact(ref: dict) -> None:
     inp, exp = ref["inputs"], ref["expected"]
     boxes = torch.tensor(inp["boxes_output_coords_xyxy"], dtype=torch.float64)
     _, h, w = inp["heatmap_shape_CHW"]
-    tg = build_targets([boxes], [torch.zeros(len(boxes), dtype=torch.long)], 1, (h, w),
-                       max_objs=inp["max_objs"], radius_formula="centernet",
-                       min_overlap=inp["min_overlap"])
+    tg = build_targets(
+        [boxes],
+        [torch.zeros(len(boxes), dtype=torch.long)],
+        1,
+        (h, w),
+        max_objs=inp["max_objs"],
+        radius_formula="centernet",
+        min_overlap=inp["min_overlap"],
+    )
     expected_heat = torch.tensor(exp["gt_heatmap"], dtype=torch.float64)
     assert tg["heatmap"].dtype == torch.float32
     # Gaussian = exp() in float64 stored as float32: the CPU's exp may differ by a float64 ulp,
@@ -89,7 +99,7 @@ def test_heatmap_and_slots_exact(ref: dict) -> None:
         # storage rounds at rel 6e-8, allow 1e-6 relative.
         assert tg["wh"][0, k].tolist() == pytest.approx(obj["wh"], rel=1e-6)
         assert tg["mask"][0, k].item() == 1  # 0/1 flag
-    assert tg["mask"][0, len(exp["per_object"]):].sum() == 0
+    assert tg["mask"][0, len(exp["per_object"]) :].sum() == 0
 
 
 # ---------------------------------------------------------------- independent reference loop
@@ -97,8 +107,11 @@ def _radius_loop(h: float, w: float, o: float, formula: str) -> int:
     if formula == "centernet":  # CornerNet bug version, float64, on ceil'd sizes
         h, w = math.ceil(h), math.ceil(w)
         roots = []
-        for a, b, c in ((1, h + w, w * h * (1 - o) / (1 + o)), (4, 2 * (h + w), (1 - o) * w * h),
-                        (4 * o, -2 * o * (h + w), (o - 1) * w * h)):
+        for a, b, c in (
+            (1, h + w, w * h * (1 - o) / (1 + o)),
+            (4, 2 * (h + w), (1 - o) * w * h),
+            (4 * o, -2 * o * (h + w), (o - 1) * w * h),
+        ):
             roots.append((b + math.sqrt(b * b - 4 * a * c)) / 2)
         r = min(roots)
     else:  # corrected roots in float32 scalars
@@ -118,8 +131,16 @@ def _radius_loop(h: float, w: float, o: float, formula: str) -> int:
     return int(max(0.0, r))
 
 
-def _targets_loop(boxes: list[np.ndarray], labels: list[np.ndarray], c: int, h: int, w: int,
-                  max_objs: int, o: float, formula: str) -> dict[str, np.ndarray]:
+def _targets_loop(
+    boxes: list[np.ndarray],
+    labels: list[np.ndarray],
+    c: int,
+    h: int,
+    w: int,
+    max_objs: int,
+    o: float,
+    formula: str,
+) -> dict[str, np.ndarray]:
     """Straightforward per-object port of ctdet.py + draw_umich_gaussian (numpy)."""
     b = len(boxes)
     heat = np.zeros((b, c, h, w), np.float32)
@@ -140,13 +161,13 @@ def _targets_loop(boxes: list[np.ndarray], labels: list[np.ndarray], c: int, h: 
             cx, cy = ct.astype(np.int32)
             d = 2 * r + 1
             sigma = d / 6
-            yy, xx = np.ogrid[-r:r + 1, -r:r + 1]
+            yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
             g = np.exp(-(xx * xx + yy * yy) / (2 * sigma * sigma))
             g[g < np.finfo(g.dtype).eps * g.max()] = 0
             left, right = min(cx, r), min(w - cx, r + 1)
             top, bottom = min(cy, r), min(h - cy, r + 1)
-            hm = heat[i, labels[i][k], cy - top:cy + bottom, cx - left:cx + right]
-            np.maximum(hm, g[r - top:r + bottom, r - left:r + right], out=hm)
+            hm = heat[i, labels[i][k], cy - top : cy + bottom, cx - left : cx + right]
+            np.maximum(hm, g[r - top : r + bottom, r - left : r + right], out=hm)
             wh[i, k] = bw, bh
             reg[i, k] = ct - np.array([cx, cy], np.float32)
             ind[i, k] = cy * w + cx
@@ -154,14 +175,19 @@ def _targets_loop(boxes: list[np.ndarray], labels: list[np.ndarray], c: int, h: 
     return {"heatmap": heat, "wh": wh, "reg": reg, "ind": ind, "mask": mask}
 
 
-@pytest.mark.parametrize("formula,overlap", [("centernet", 0.7), ("centerx", 0.3), ("centerx", 0.7)])
+@pytest.mark.parametrize(
+    "formula,overlap", [("centernet", 0.7), ("centerx", 0.3), ("centerx", 0.7)]
+)
 def test_batched_targets_equal_per_object_loop(formula: str, overlap: float) -> None:
     g = torch.Generator().manual_seed(3)
     h, w, c, max_objs = 30, 41, 4, 12
     counts = [7, 0, 15, 3]  # an empty image and one with more boxes than slots
     boxes, labels = [], []
     for n in counts:
-        xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w + 6.0, h + 6.0]) - 3
+        xy = (
+            torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w + 6.0, h + 6.0])
+            - 3
+        )
         size = torch.rand(n, 2, generator=g, dtype=torch.float64) * 22 - 1  # some degenerate
         bx = torch.cat([xy, xy + size], dim=1)
         if n:
@@ -172,10 +198,19 @@ def test_batched_targets_equal_per_object_loop(formula: str, overlap: float) -> 
         if n:
             lab[0] = lab[-1] = 1
         labels.append(lab)
-    tg = build_targets(boxes, labels, c, (h, w), max_objs=max_objs, radius_formula=formula,
-                       min_overlap=overlap)
-    exp = _targets_loop([b.numpy() for b in boxes], [lab.numpy() for lab in labels], c, h, w,
-                        max_objs, overlap, formula)
+    tg = build_targets(
+        boxes, labels, c, (h, w), max_objs=max_objs, radius_formula=formula, min_overlap=overlap
+    )
+    exp = _targets_loop(
+        [b.numpy() for b in boxes],
+        [lab.numpy() for lab in labels],
+        c,
+        h,
+        w,
+        max_objs,
+        overlap,
+        formula,
+    )
     for key in ("ind", "mask"):  # indices and 0/1 flags: exact
         assert np.array_equal(tg[key].numpy(), exp[key]), key
     # Floats: torch's vectorised exp / float32 arithmetic vs numpy's scalar path may differ by
@@ -189,8 +224,13 @@ def test_batched_targets_equal_per_object_loop(formula: str, overlap: float) -> 
 
 
 def test_no_boxes_gives_empty_targets() -> None:
-    tg = build_targets([torch.zeros(0, 4), torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)] * 2,
-                       3, (8, 8), max_objs=5)
+    tg = build_targets(
+        [torch.zeros(0, 4), torch.zeros(0, 4)],
+        [torch.zeros(0, dtype=torch.long)] * 2,
+        3,
+        (8, 8),
+        max_objs=5,
+    )
     assert tg["num_objects"] == 0
     assert tg["heatmap"].abs().sum() == 0 and tg["mask"].sum() == 0
     assert tg["wh"].shape == (2, 5, 2)
@@ -198,5 +238,10 @@ def test_no_boxes_gives_empty_targets() -> None:
 
 def test_unknown_radius_formula_is_rejected() -> None:
     with pytest.raises(ValueError, match="radius"):
-        build_targets([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 1, (4, 4),
-                      radius_formula="cornernet")
+        build_targets(
+            [torch.zeros(0, 4)],
+            [torch.zeros(0, dtype=torch.long)],
+            1,
+            (4, 4),
+            radius_formula="cornernet",
+        )

@@ -28,8 +28,14 @@ NAMES = ["circle", "square", "triangle", "star", "arrow", "cross"]
 
 
 def _tiny(names, **kw) -> torch.nn.Module:
-    cfg = CenterNetConfig(num_classes=len(names), class_names=list(names), input_size=64,
-                          neck_channels=[16, 16, 16], head_conv=8, **kw)
+    cfg = CenterNetConfig(
+        num_classes=len(names),
+        class_names=list(names),
+        input_size=64,
+        neck_channels=[16, 16, 16],
+        head_conv=8,
+        **kw,
+    )
     return build_centernet(cfg).eval()
 
 
@@ -50,7 +56,7 @@ def teacher_run(tmp_path_factory):
     cfg = root / "teacher.yaml"
     cfg.write_text(f"""
 name: teacher
-output_dir: {root / 'runs'}
+output_dir: {root / "runs"}
 model: {TINY}
 data:
   root: {data}
@@ -64,12 +70,24 @@ train: {{max_iters: 2, batch_size: 4, log_period: 1, progress: false, tensorboar
 
 
 def _student_cfg(root: Path, data: Path, name: str, extra: list[str]):
-    return config.load(None, [
-        f"name={name}", f"output_dir={root / 'runs'}", f"model={TINY}", f"data.root={data}",
-        "data.train={name: coco, ann_file: annotations/instances_train.json, augment: false}",
-        "data.val={name: coco, ann_file: annotations/instances_val.json}",
-        "evaluator={name: coco}", "train.max_iters=2", "train.batch_size=4", "train.log_period=1",
-        "train.progress=false", "train.tensorboard=false", *extra])
+    return config.load(
+        None,
+        [
+            f"name={name}",
+            f"output_dir={root / 'runs'}",
+            f"model={TINY}",
+            f"data.root={data}",
+            "data.train={name: coco, ann_file: annotations/instances_train.json, augment: false}",
+            "data.val={name: coco, ann_file: annotations/instances_val.json}",
+            "evaluator={name: coco}",
+            "train.max_iters=2",
+            "train.batch_size=4",
+            "train.log_period=1",
+            "train.progress=false",
+            "train.tensorboard=false",
+            *extra,
+        ],
+    )
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -87,7 +105,7 @@ def _peaks_by_loop(heat: torch.Tensor) -> torch.Tensor:
                 best = 0.0
                 for k in range(c):
                     v = float(heat[i, k, y, x])
-                    win = heat[i, k, max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+                    win = heat[i, k, max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
                     if v == float(win.max()):
                         best = max(best, v)
                 out[i, 0, y, x] = best
@@ -98,8 +116,10 @@ def test_distiller_maps_teacher_classes_to_student_channels_by_name():
     torch.manual_seed(0)
     student = _tiny(["a", "b", "c"])
     ta, tb = _tiny(["x", "c"]), _tiny(["a"])
-    teachers = [Teacher("ta", "ta.pt", ta, TeacherConfig(hm_weight=1.0), ["c"]),
-                Teacher("tb", "tb.pt", tb, TeacherConfig(hm_weight=1.0), ["a"])]
+    teachers = [
+        Teacher("ta", "ta.pt", ta, TeacherConfig(hm_weight=1.0), ["c"]),
+        Teacher("tb", "tb.pt", tb, TeacherConfig(hm_weight=1.0), ["a"]),
+    ]
     attach_distiller(student, teachers)
     assert (teachers[0].teacher_channels, teachers[0].student_channels) == ([1], [2])
     assert (teachers[1].teacher_channels, teachers[1].student_channels) == ([0], [0])
@@ -107,8 +127,9 @@ def test_distiller_maps_teacher_classes_to_student_channels_by_name():
     with torch.no_grad():
         s_out = student.forward_heads(canvas)
         losses = student.distiller(canvas, s_out)
-    assert sorted(losses) == sorted(f"loss_kd_{k}_{t}" for k in ("heatmap", "wh", "offset")
-                                    for t in ("ta", "tb"))
+    assert sorted(losses) == sorted(
+        f"loss_kd_{k}_{t}" for k in ("heatmap", "wh", "offset") for t in ("ta", "tb")
+    )
     # independent computation: student channel 2 against teacher A's channel 1
     t_heat = ta.forward_heads(canvas)["heat"][:, 1:2]
     expected = ((s_out["heat"][:, 2:3] - t_heat) ** 2).mean().detach()
@@ -173,8 +194,9 @@ def _hand_case() -> tuple[dict, dict]:
 def test_distiller_losses_by_hand(norm_wh: bool):
     t_out, s_out = _hand_case()
     opts = TeacherConfig(hm_weight=10.0, wh_weight=10.0, off_weight=1.0, norm_wh=norm_wh)
-    teacher = Teacher("t", "t.pt", _FixedHeads(t_out), opts, ["b"],
-                      teacher_channels=[1], student_channels=[2])
+    teacher = Teacher(
+        "t", "t.pt", _FixedHeads(t_out), opts, ["b"], teacher_channels=[1], student_channels=[2]
+    )
     losses = Distiller([teacher])(torch.zeros(1, 3, 12, 12), s_out)
     # MSE over the 9 pixels of the one supervised channel: (0.2^2 + 0.3^2) / 9
     assert float(losses["loss_kd_heatmap_t"]) == pytest.approx(10 * (0.04 + 0.09) / 9, rel=1e-6)
@@ -194,13 +216,15 @@ def test_teachers_are_not_part_of_the_student_state_or_optimiser():
     attach_distiller(student, [Teacher("t0", "t.pt", teacher, TeacherConfig(), ["a"])])
     assert len(list(student.parameters())) == n_params and set(student.state_dict()) == keys
     import copy
+
     assert copy.deepcopy(student).distiller is student.distiller  # EMA copies share teachers
 
 
 def test_teacher_on_another_grid_is_refused_by_name():
     student = _tiny(["a"])
-    cfg = CenterNetConfig(num_classes=1, class_names=["a"], input_size=128,
-                          neck_channels=[16, 16, 16], head_conv=8)
+    cfg = CenterNetConfig(
+        num_classes=1, class_names=["a"], input_size=128, neck_channels=[16, 16, 16], head_conv=8
+    )
     big = build_centernet(cfg).eval()
     with pytest.raises(DistillationError, match=r"teacher 'big'.*128 px.*model.input_size=128"):
         attach_distiller(student, [Teacher("big", "big.pt", big, TeacherConfig(), ["a"])])
@@ -208,8 +232,14 @@ def test_teacher_on_another_grid_is_refused_by_name():
 
 def test_teacher_with_other_input_size_but_same_grid_gets_resized_images():
     student = _tiny(["a"])  # 64 px, stride 4 -> 16x16
-    cfg = CenterNetConfig(num_classes=1, class_names=["a"], input_size=128, output_stride=32,
-                          neck_channels=[16, 16], head_conv=8)  # 128 px, stride 8 -> 16x16
+    cfg = CenterNetConfig(
+        num_classes=1,
+        class_names=["a"],
+        input_size=128,
+        output_stride=32,
+        neck_channels=[16, 16],
+        head_conv=8,
+    )  # 128 px, stride 8 -> 16x16
     teacher = build_centernet(cfg).eval()
     d = attach_distiller(student, [Teacher("t", "t.pt", teacher, TeacherConfig(), ["a"])])
     canvas = torch.rand(1, 3, 64, 64) * 255
@@ -224,6 +254,7 @@ def test_self_distillation_with_labels_trains_and_logs_kd_terms(teacher_run):
     cfg, model, *_ = prepare(cfg)
     assert isinstance(model.distiller, Distiller)
     from percepta.engine.launch import train
+
     train(cfg)
     logged = _jsonl(root / "runs" / "kd" / "metrics.jsonl")
     train_rows = [r for r in logged if "loss_kd_heatmap_t0" in r]
@@ -236,10 +267,19 @@ def test_self_distillation_with_labels_trains_and_logs_kd_terms(teacher_run):
 def test_label_free_distillation_from_an_image_folder(teacher_run):
     root, data, teacher = teacher_run
     folder = data / "train"
-    cfg = _student_cfg(root, data, "kd_nolabel", [
-        f"model.distill.teachers=[{{checkpoint: {teacher}}}]", "model.distill.without_labels=true",
-        f"data.train={{name: image_folder, path: {folder}}}", "train.loss_balance.enabled=true"])
+    cfg = _student_cfg(
+        root,
+        data,
+        "kd_nolabel",
+        [
+            f"model.distill.teachers=[{{checkpoint: {teacher}}}]",
+            "model.distill.without_labels=true",
+            f"data.train={{name: image_folder, path: {folder}}}",
+            "train.loss_balance.enabled=true",
+        ],
+    )
     from percepta.engine.launch import train
+
     train(cfg)
     rows = [r for r in _jsonl(root / "runs" / "kd_nolabel" / "metrics.jsonl") if "total_loss" in r]
     assert rows and all("loss_heatmap" not in r for r in rows)
@@ -250,32 +290,55 @@ def test_label_free_distillation_from_an_image_folder(teacher_run):
 
 def test_unlabelled_data_without_the_flag_is_refused(teacher_run):
     root, data, teacher = teacher_run
-    cfg = _student_cfg(root, data, "x", [f"model.distill.teachers=[{{checkpoint: {teacher}}}]",
-                                         f"data.train={{name: image_folder, path: {data / 'train'}}}"])
+    cfg = _student_cfg(
+        root,
+        data,
+        "x",
+        [
+            f"model.distill.teachers=[{{checkpoint: {teacher}}}]",
+            f"data.train={{name: image_folder, path: {data / 'train'}}}",
+        ],
+    )
     with pytest.raises(PerceptaError, match="without_labels"):
         prepare(cfg)
 
 
 def test_teacher_class_missing_from_student_is_refused_naming_teacher_and_class(teacher_run):
     root, data, teacher = teacher_run
-    ann = _subset_json(data / "annotations" / "instances_train.json",
-                       root / "circles_train.json", ["circle"])
-    val = _subset_json(data / "annotations" / "instances_val.json", root / "circles_val.json",
-                       ["circle"])
-    cfg = _student_cfg(root, data, "x", [
-        f"model.distill.teachers=[{{checkpoint: {teacher}, name: full}}]",
-        f"data.train={{name: coco, ann_file: {ann}, image_dir: {data / 'train'}, augment: false}}",
-        f"data.val={{name: coco, ann_file: {val}, image_dir: {data / 'val'}}}"])
-    with pytest.raises(DistillationError, match=r"teacher 'full'.*class 'square' is not a student class"):
+    ann = _subset_json(
+        data / "annotations" / "instances_train.json", root / "circles_train.json", ["circle"]
+    )
+    val = _subset_json(
+        data / "annotations" / "instances_val.json", root / "circles_val.json", ["circle"]
+    )
+    cfg = _student_cfg(
+        root,
+        data,
+        "x",
+        [
+            f"model.distill.teachers=[{{checkpoint: {teacher}, name: full}}]",
+            f"data.train={{name: coco, ann_file: {ann}, image_dir: {data / 'train'}, augment: false}}",
+            f"data.val={{name: coco, ann_file: {val}, image_dir: {data / 'val'}}}",
+        ],
+    )
+    with pytest.raises(
+        DistillationError, match=r"teacher 'full'.*class 'square' is not a student class"
+    ):
         prepare(cfg)
 
 
 def test_two_teachers_claiming_one_class_are_refused(teacher_run):
     _, _, teacher = teacher_run
-    cfg = DistillConfig(teachers=[TeacherConfig(checkpoint=str(teacher), name="a", classes=["star"]),
-                                  TeacherConfig(checkpoint=str(teacher), name="b",
-                                                classes=["circle", "star"])])
-    with pytest.raises(DistillationError, match=r"class 'star' is claimed by two teachers: teacher 'a'.*teacher 'b'"):
+    cfg = DistillConfig(
+        teachers=[
+            TeacherConfig(checkpoint=str(teacher), name="a", classes=["star"]),
+            TeacherConfig(checkpoint=str(teacher), name="b", classes=["circle", "star"]),
+        ]
+    )
+    with pytest.raises(
+        DistillationError,
+        match=r"class 'star' is claimed by two teachers: teacher 'a'.*teacher 'b'",
+    ):
         load_teachers(cfg)
 
 
@@ -295,16 +358,24 @@ def test_non_detector_teacher_checkpoint_is_refused(teacher_run, tmp_path):
     with pytest.raises(DistillationError, match=r"teacher 'iqa'.*quality"):
         load_teachers(DistillConfig(teachers=[TeacherConfig(checkpoint=str(bad), name="iqa")]))
     with pytest.raises(DistillationError, match=r"teacher 'gone'.*not found"):
-        load_teachers(DistillConfig(teachers=[TeacherConfig(checkpoint=str(tmp_path / "no.pt"),
-                                                            name="gone")]))
+        load_teachers(
+            DistillConfig(teachers=[TeacherConfig(checkpoint=str(tmp_path / "no.pt"), name="gone")])
+        )
 
 
 def test_empty_unlabelled_folder_is_refused(teacher_run, tmp_path):
     root, data, teacher = teacher_run
     (tmp_path / "empty").mkdir()
-    cfg = _student_cfg(root, data, "x", [
-        f"model.distill.teachers=[{{checkpoint: {teacher}}}]", "model.distill.without_labels=true",
-        f"data.train={{name: image_folder, path: {tmp_path / 'empty'}}}"])
+    cfg = _student_cfg(
+        root,
+        data,
+        "x",
+        [
+            f"model.distill.teachers=[{{checkpoint: {teacher}}}]",
+            "model.distill.without_labels=true",
+            f"data.train={{name: image_folder, path: {tmp_path / 'empty'}}}",
+        ],
+    )
     with pytest.raises(PerceptaError, match=r"empty.*holds no images"):
         prepare(cfg)
 
@@ -312,7 +383,8 @@ def test_empty_unlabelled_folder_is_refused(teacher_run, tmp_path):
 def test_model_classes_that_differ_from_the_validation_classes_are_refused(teacher_run):
     """Labels index data.val's classes: a reordered model.class_names would score silently wrong."""
     root, data, _ = teacher_run
-    cfg = _student_cfg(root, data, "x", [f"model.class_names={list(reversed(NAMES))}",
-                                         "data.train=null"])
+    cfg = _student_cfg(
+        root, data, "x", [f"model.class_names={list(reversed(NAMES))}", "data.train=null"]
+    )
     with pytest.raises(PerceptaError, match=r"differ from data.val's classes"):
         prepare(cfg)

@@ -36,7 +36,9 @@ from percepta.registry import EVALUATORS
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "olrp"
 GT_PATH, DT_PATH = FIX / "gt.json", FIX / "detections.json"
 EXPECTED = json.loads((FIX / "expected.json").read_text())["expected"]
-LRP_STATS = dict(zip(EXPECTED["lrp_error_cocoeval"]["stats_names"], EXPECTED["lrp_error_cocoeval"]["stats"]))
+LRP_STATS = dict(
+    zip(EXPECTED["lrp_error_cocoeval"]["stats_names"], EXPECTED["lrp_error_cocoeval"]["stats"])
+)
 CLI_KEYS = list(AP_KEYS) + ["oLRP", "oLRP_loc", "oLRP_fp", "oLRP_fn", "per_class"]
 
 
@@ -77,20 +79,38 @@ def _random_case(seed: int, n_images: int = 30):
             x, y = rng.uniform(0, 500 - w), rng.uniform(0, 400 - h)
             cat = int(rng.integers(1, 4))  # categories 1-3 have GT, 4 only detections
             crowd = int(rng.random() < 0.08)
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat,
-                         "bbox": [x, y, w, h], "area": w * h * rng.uniform(0.7, 1.0), "iscrowd": crowd})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h * rng.uniform(0.7, 1.0),
+                    "iscrowd": crowd,
+                }
+            )
             if img_id % 7 == 0:
                 continue  # images with GT but no detections
             for _ in range(rng.integers(0, 4)):
                 j = rng.normal(0, 0.1, 4)
                 dc = cat if rng.random() < 0.85 else int(rng.integers(1, 5))
-                dets.append({"image_id": img_id, "category_id": dc,
-                             "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
-                             "score": float(rng.random())})
+                dets.append(
+                    {
+                        "image_id": img_id,
+                        "category_id": dc,
+                        "bbox": [x + j[0] * w, y + j[1] * h, w * np.exp(j[2]), h * np.exp(j[3])],
+                        "score": float(rng.random()),
+                    }
+                )
         for _ in range(rng.integers(0, 3)):
-            dets.append({"image_id": img_id, "category_id": int(rng.integers(1, 5)),
-                         "bbox": [float(rng.uniform(0, 400)), float(rng.uniform(0, 300)), 40.0, 30.0],
-                         "score": float(rng.random())})
+            dets.append(
+                {
+                    "image_id": img_id,
+                    "category_id": int(rng.integers(1, 5)),
+                    "bbox": [float(rng.uniform(0, 400)), float(rng.uniform(0, 300)), 40.0, 30.0],
+                    "score": float(rng.random()),
+                }
+            )
     cats = [{"id": c, "name": f"cls{c}"} for c in range(1, 5)]
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
@@ -98,24 +118,37 @@ def _random_case(seed: int, n_images: int = 30):
 # ---------------------------------------------------------------------------------------------
 # numbers
 
+
 def test_reference_vectors_ap_and_olrp():
     m = evaluate_results(str(GT_PATH), str(DT_PATH))
     for key, exp in zip(AP_KEYS, EXPECTED["pycocotools_official"]["stats"]):
         assert m[key] == pytest.approx(exp, abs=1e-12), key
-    np.testing.assert_allclose([m[k] for k in AP_KEYS], EXPECTED["faster_coco_eval"]["stats"], atol=1e-12)
-    for key, name in (("oLRP", "oLRP"), ("oLRP_loc", "oLRP_Loc"), ("oLRP_fp", "oLRP_FP"),
-                      ("oLRP_fn", "oLRP_FN"), ("oLRP_s", "oLRP_small"), ("oLRP_m", "oLRP_medium"),
-                      ("oLRP_l", "oLRP_large")):
+    np.testing.assert_allclose(
+        [m[k] for k in AP_KEYS], EXPECTED["faster_coco_eval"]["stats"], atol=1e-12
+    )
+    for key, name in (
+        ("oLRP", "oLRP"),
+        ("oLRP_loc", "oLRP_Loc"),
+        ("oLRP_fp", "oLRP_FP"),
+        ("oLRP_fn", "oLRP_FN"),
+        ("oLRP_s", "oLRP_small"),
+        ("oLRP_m", "oLRP_medium"),
+        ("oLRP_l", "oLRP_large"),
+    ):
         assert m[key] == pytest.approx(LRP_STATS[name], abs=1e-9), key
     per_ap = EXPECTED["pycocotools_official"]["per_class_AP"]
     pc = EXPECTED["lrp_error_cocoeval"]["per_class_K_A_M"]
     assert [r["category_id"] for r in m["per_class"]] == [1, 2, 3, 4]
     for k, row in enumerate(m["per_class"]):
         exp_ap = _nan(per_ap[str(row["category_id"])])
-        assert (math.isnan(row["AP"]) and math.isnan(exp_ap)) or row["AP"] == pytest.approx(exp_ap, abs=1e-12)
+        assert (math.isnan(row["AP"]) and math.isnan(exp_ap)) or row["AP"] == pytest.approx(
+            exp_ap, abs=1e-12
+        )
         for key, arr in (("oLRP", "olrp"), ("oLRP_loc", "olrp_loc"), ("threshold", "lrp_opt_thr")):
             exp = _nan(pc[arr][k][0][2])
-            assert (math.isnan(row[key]) and math.isnan(exp)) or row[key] == pytest.approx(exp, abs=1e-9)
+            assert (math.isnan(row[key]) and math.isnan(exp)) or row[key] == pytest.approx(
+                exp, abs=1e-9
+            )
     assert m["per_class"][3]["name"] == "delta_dt_only" and math.isnan(m["per_class"][3]["oLRP"])
 
 
@@ -126,8 +159,9 @@ def test_random_case_identical_to_pycocotools(seed):
     m = evaluate_results(gt, dets)
     np.testing.assert_allclose([m[k] for k in AP_KEYS], ref_stats[:12], rtol=0, atol=1e-12)
     ours_pc = {r["category_id"]: r["AP"] for r in m["per_class"]}
-    np.testing.assert_allclose([ours_pc[c] for c in sorted(ref_pc)], [ref_pc[c] for c in sorted(ref_pc)],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        [ours_pc[c] for c in sorted(ref_pc)], [ref_pc[c] for c in sorted(ref_pc)], atol=1e-12
+    )
     assert math.isnan(ours_pc[4])  # no GT
     # and on an image subset (what DetectionEvaluator does with the images it saw)
     subset = list(range(1, 31, 2))
@@ -153,8 +187,12 @@ def test_olrp_can_be_switched_off():
 # ---------------------------------------------------------------------------------------------
 # CLI and table
 
+
 def test_cli_json_reproduces_official_numbers(capsys):
-    assert cli.main(["score", "detection", "--gt", str(GT_PATH), "--pred", str(DT_PATH), "--json"]) == 0
+    assert (
+        cli.main(["score", "detection", "--gt", str(GT_PATH), "--pred", str(DT_PATH), "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert list(out) == CLI_KEYS
     assert out["AP"] == pytest.approx(EXPECTED["pycocotools_official"]["stats"][0], abs=1e-12)
@@ -221,9 +259,16 @@ def _bad(kind):
 
 
 RECORD_CASES = {
-    "unknown_image": "image_id 999", "unknown_category": "category_id 77", "nan_box": "NaN",
-    "inf_box": "infinite", "negative_size": "negative", "nan_score": "score", "missing_key": "'score'",
-    "short_bbox": "4 numbers", "string_image_id": "image_id", "not_an_object": "object",
+    "unknown_image": "image_id 999",
+    "unknown_category": "category_id 77",
+    "nan_box": "NaN",
+    "inf_box": "infinite",
+    "negative_size": "negative",
+    "nan_score": "score",
+    "missing_key": "'score'",
+    "short_bbox": "4 numbers",
+    "string_image_id": "image_id",
+    "not_an_object": "object",
 }
 
 
@@ -240,10 +285,17 @@ def test_bad_records_name_the_record_and_file(kind, tmp_path):
         assert "category_id=" in msg and "image_id=" in msg
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("", "empty"), ("   \n", "empty"), ('{"image_id": 1}', "list"), ("[{", "invalid JSON at line 1 col 3"),
-    (None, "truncated"), (b"\xff\xfe[", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ('{"image_id": 1}', "list"),
+        ("[{", "invalid JSON at line 1 col 3"),
+        (None, "truncated"),
+        (b"\xff\xfe[", "UTF-8"),
+    ],
+)
 def test_bad_files(tmp_path, capsys, content, needle):
     p = tmp_path / "res.json"
     if content is None:  # truncated real file
@@ -300,12 +352,14 @@ def test_ground_truth_defaults_do_not_mutate_input():
     for a in gt["annotations"]:  # 0-based ids: id 0 means "unmatched" inside the COCO tools
         a["id"] -= 1
     m0 = evaluate_results(gt, str(DT_PATH))
-    np.testing.assert_allclose([m0[k] for k in AP_KEYS], EXPECTED["pycocotools_official"]["stats"],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        [m0[k] for k in AP_KEYS], EXPECTED["pycocotools_official"]["stats"], atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # DetectionEvaluator (torchmetrics)
+
 
 def _preds_targets(image_ids, cat_ids=(1, 2, 3, 4)):
     dets = _dets()
@@ -314,9 +368,13 @@ def _preds_targets(image_ids, cat_ids=(1, 2, 3, 4)):
     for img in image_ids:
         rows = [d for d in dets if d["image_id"] == img]
         b = torch.tensor([d["bbox"] for d in rows], dtype=torch.float64).reshape(-1, 4)
-        preds.append({"boxes": torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1),
-                      "scores": torch.tensor([d["score"] for d in rows], dtype=torch.float64),
-                      "labels": torch.tensor([label[d["category_id"]] for d in rows], dtype=torch.int64)})
+        preds.append(
+            {
+                "boxes": torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1),
+                "scores": torch.tensor([d["score"] for d in rows], dtype=torch.float64),
+                "labels": torch.tensor([label[d["category_id"]] for d in rows], dtype=torch.int64),
+            }
+        )
         targets.append({"image_id": torch.tensor(img), "boxes": torch.zeros(0, 4)})
     return preds, targets
 
@@ -327,7 +385,9 @@ def test_evaluator_reproduces_reference_vectors():
     ev.update(p[:3], t[:3])
     ev.update(p[3:], t[3:])
     m = ev.compute()
-    np.testing.assert_allclose([m[k] for k in AP_KEYS], EXPECTED["pycocotools_official"]["stats"], atol=1e-9)
+    np.testing.assert_allclose(
+        [m[k] for k in AP_KEYS], EXPECTED["pycocotools_official"]["stats"], atol=1e-9
+    )
     assert m["oLRP"] == pytest.approx(LRP_STATS["oLRP"], abs=1e-9)
     assert DetectionEvaluator.primary_metric == "AP"
     assert "alpha" in ev.format_table(m)
@@ -339,7 +399,11 @@ def test_evaluator_reproduces_reference_vectors():
 def test_evaluator_counts_only_seen_images_including_empty_ones():
     gt = json.loads(GT_PATH.read_text())
     p, t = _preds_targets([1, 2, 3])
-    p[2] = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    p[2] = {
+        "boxes": torch.zeros(0, 4),
+        "scores": torch.zeros(0),
+        "labels": torch.zeros(0, dtype=torch.int64),
+    }
     ev = DetectionEvaluator(gt)
     ev.update(p, t)
     m = ev.compute()
@@ -397,9 +461,14 @@ def test_registered_as_coco_evaluator():
     assert EVALUATORS.options("coco") is CocoEvaluatorOptions
     assert CocoEvaluatorOptions().name == "coco"
     # dataset facts come from dataset.meta (no cat_ids / class_names attributes needed)
-    ds = SimpleNamespace(coco_gt=json.loads(GT_PATH.read_text()),
-                         meta={"category_ids": [1, 2, 3, 4], "num_classes": 4,
-                               "class_names": ["alpha", "beta", "gamma", "delta"]})
+    ds = SimpleNamespace(
+        coco_gt=json.loads(GT_PATH.read_text()),
+        meta={
+            "category_ids": [1, 2, 3, 4],
+            "num_classes": 4,
+            "class_names": ["alpha", "beta", "gamma", "delta"],
+        },
+    )
     ev = EVALUATORS.build("coco", CocoEvaluatorOptions(olrp=False), ds)
     assert isinstance(ev, DetectionEvaluator) and ev.olrp is False
     p, t = _preds_targets(range(1, 9))
@@ -416,9 +485,14 @@ def test_follows_the_evaluator_protocol():
 
     from percepta.evaluator import Evaluator, primary_of
 
-    ds = SimpleNamespace(coco_gt=json.loads(GT_PATH.read_text()),
-                         meta={"category_ids": [1, 2, 3, 4], "num_classes": 4,
-                               "class_names": ["alpha", "beta", "gamma", "delta"]})
+    ds = SimpleNamespace(
+        coco_gt=json.loads(GT_PATH.read_text()),
+        meta={
+            "category_ids": [1, 2, 3, 4],
+            "num_classes": 4,
+            "class_names": ["alpha", "beta", "gamma", "delta"],
+        },
+    )
     ev = EVALUATORS.build("coco", None, ds)
     assert isinstance(ev, Evaluator) and isinstance(ev, Metric)
     assert primary_of(ev) == ("AP", True)
@@ -445,14 +519,17 @@ def test_states_are_cat_reduced_so_a_sync_merges_ranks():
         calls.append(tensor.dtype)
         return [tensor, other[tensor.dtype]]
 
-    rank0 = DetectionEvaluator(str(GT_PATH), dist_sync_fn=fake_all_gather,
-                               distributed_available_fn=lambda: True)
+    rank0 = DetectionEvaluator(
+        str(GT_PATH), dist_sync_fn=fake_all_gather, distributed_available_fn=lambda: True
+    )
     p0, t0 = _preds_targets([1, 3, 5, 7])
     rank0.update(p0[:2], t0[:2])
     rank0.update(p0[2:], t0[2:])
     m = rank0.compute()
     assert sorted(map(str, calls)) == ["torch.float64", "torch.int64"]
-    ref = evaluate_results(str(GT_PATH), [d for d in _dets() if d["image_id"] != 8], img_ids=range(1, 8))
+    ref = evaluate_results(
+        str(GT_PATH), [d for d in _dets() if d["image_id"] != 8], img_ids=range(1, 8)
+    )
     for k in AP_KEYS + ("oLRP", "oLRP_fn"):
         assert m[k] == pytest.approx(ref[k], abs=1e-9), k
 
@@ -501,14 +578,28 @@ def test_ddp_two_processes_gather_detections_and_images(tmp_path):
     out = tmp_path / "metrics.json"
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(worker), str(out), str(tmp_path), str(GT_PATH)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(worker), str(out), str(tmp_path), str(GT_PATH)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     logs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
     m = json.loads(out.read_text())
-    ref = evaluate_results(str(GT_PATH), [d for d in _dets() if d["image_id"] != 8], img_ids=range(1, 8))
+    ref = evaluate_results(
+        str(GT_PATH), [d for d in _dets() if d["image_id"] != 8], img_ids=range(1, 8)
+    )
     for k in AP_KEYS + ("oLRP", "oLRP_loc"):
         assert m[k] == pytest.approx(ref[k], abs=1e-9), k
     full = evaluate_results(str(GT_PATH), str(DT_PATH))

@@ -33,8 +33,12 @@ from percepta.registry import EVALUATORS
 from percepta.structures import make_target
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The image decoding and encoding capabilities:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    ),
 ]
 NAN = float("nan")
 
@@ -48,17 +52,34 @@ def _hand_case() -> tuple[dict, list[dict]]:
     * ``a`` [10,10,20,15.5] score 0.9 on ``A`` [10,10,20,20]: IoU = 20*15.5 / 400 = 0.775;
     * ``fp`` [0,70,10,10] score 0.5: overlaps nothing.
     """
-    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
-          "categories": [{"id": 1, "name": "thing"}],
-          "annotations": [
-              {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400.0,
-               "iscrowd": 0},
-              {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 40, 40], "area": 1600.0,
-               "iscrowd": 1}]}
-    dets = [{"image_id": 1, "category_id": 1, "bbox": [55, 55, 20, 20], "score": 0.95},
-            {"image_id": 1, "category_id": 1, "bbox": [60, 60, 25, 25], "score": 0.92},
-            {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 15.5], "score": 0.9},
-            {"image_id": 1, "category_id": 1, "bbox": [0, 70, 10, 10], "score": 0.5}]
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [10, 10, 20, 20],
+                "area": 400.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [50, 50, 40, 40],
+                "area": 1600.0,
+                "iscrowd": 1,
+            },
+        ],
+    }
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [55, 55, 20, 20], "score": 0.95},
+        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 25, 25], "score": 0.92},
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 15.5], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [0, 70, 10, 10], "score": 0.5},
+    ]
     return gt, dets
 
 
@@ -71,8 +92,20 @@ def _hand_case() -> tuple[dict, list[dict]]:
 # * oLRP (tau 0.5), cumulative over the score-sorted list c1, c2, a, fp with G = 1:
 #   at c1, c2: (0 + 0 + 1) / 1 = 1; at a: ((1 - 0.775) / 0.5 + 0 + 0) / 1 = 0.45;
 #   at fp: (0.45 + 1 + 0) / 2 = 0.725 -> oLRP 0.45 at threshold 0.9, Loc 0.225, FP 0, FN 0.
-HAND_AP = {"AP": 0.6, "AP50": 1.0, "AP75": 1.0, "APs": 0.6, "APm": NAN, "APl": NAN,
-           "AR1": 0.0, "AR10": 0.6, "AR100": 0.6, "ARs": 0.6, "ARm": NAN, "ARl": NAN}
+HAND_AP = {
+    "AP": 0.6,
+    "AP50": 1.0,
+    "AP75": 1.0,
+    "APs": 0.6,
+    "APm": NAN,
+    "APl": NAN,
+    "AR1": 0.0,
+    "AR10": 0.6,
+    "AR100": 0.6,
+    "ARs": 0.6,
+    "ARm": NAN,
+    "ARl": NAN,
+}
 HAND_LRP = {"oLRP": 0.45, "oLRP_loc": 0.225, "oLRP_fp": 0.0, "oLRP_fn": 0.0}
 
 
@@ -129,19 +162,37 @@ def _crowded_random_case(seed: int) -> tuple[dict, list[dict]]:
             x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
             cat = int(rng.integers(1, 3))
             crowd = int(rng.random() < 0.3)
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat,
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": crowd})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": crowd,
+                }
+            )
             for _ in range(rng.integers(0, 4)):  # detections near / inside the object
                 dx, dy = rng.normal(0, 0.15, 2) * (w, h)
                 sw, sh = np.exp(rng.normal(0, 0.3, 2))
                 label = cat if rng.random() < 0.9 else 3 - cat  # a few wrong-class detections
-                dets.append({"image_id": img_id, "category_id": label,
-                             "bbox": [x + dx, y + dy, w * sw * (0.5 if crowd else 1), h * sh],
-                             "score": float(rng.random())})
+                dets.append(
+                    {
+                        "image_id": img_id,
+                        "category_id": label,
+                        "bbox": [x + dx, y + dy, w * sw * (0.5 if crowd else 1), h * sh],
+                        "score": float(rng.random()),
+                    }
+                )
         for _ in range(rng.integers(0, 3)):  # background false positives
-            dets.append({"image_id": img_id, "category_id": int(rng.integers(1, 3)),
-                         "bbox": [*rng.uniform(0, 250, 2), *rng.uniform(5, 80, 2)],
-                         "score": float(rng.random())})
+            dets.append(
+                {
+                    "image_id": img_id,
+                    "category_id": int(rng.integers(1, 3)),
+                    "bbox": [*rng.uniform(0, 250, 2), *rng.uniform(5, 80, 2)],
+                    "score": float(rng.random()),
+                }
+            )
     cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
@@ -162,8 +213,14 @@ def test_crowd_ap_agrees_with_pycocotools_on_the_same_json(case, tmp_path):
 def test_ignore_mask_cells_by_hand():
     # box [2.5, 1.0, 5.0, 3.2] covers columns floor(2.5)=2 .. ceil(5.0)-1=4 and rows 1 .. 3;
     # the zero-width box covers nothing; the second image's box is clipped to the 6x8 map
-    mask = ignore_mask([torch.tensor([[2.5, 1.0, 5.0, 3.2], [6.5, 0.0, 6.5, 4.0]]),
-                        torch.tensor([[6.2, 4.9, 20.0, 9.0]])], 2, (6, 8))
+    mask = ignore_mask(
+        [
+            torch.tensor([[2.5, 1.0, 5.0, 3.2], [6.5, 0.0, 6.5, 4.0]]),
+            torch.tensor([[6.2, 4.9, 20.0, 9.0]]),
+        ],
+        2,
+        (6, 8),
+    )
     assert mask.shape == (2, 1, 6, 8) and mask.dtype == torch.bool
     cells0 = {(r, c) for r in (1, 2, 3) for c in (2, 3, 4)}
     cells1 = {(r, c) for r in (4, 5) for c in (6, 7)}
@@ -185,15 +242,20 @@ def _focal_by_hand(p: np.ndarray, y: np.ndarray, ign: np.ndarray) -> float:
 
 def test_focal_loss_has_no_negative_term_inside_ignore_cells():
     torch.manual_seed(0)
-    tg = build_targets([torch.tensor([[1.0, 1.0, 5.0, 6.0]], dtype=torch.float64)],
-                       [torch.tensor([1])], 2, (12, 12),
-                       ignore_boxes=[torch.tensor([[6.0, 5.0, 12.0, 10.0]])])
+    tg = build_targets(
+        [torch.tensor([[1.0, 1.0, 5.0, 6.0]], dtype=torch.float64)],
+        [torch.tensor([1])],
+        2,
+        (12, 12),
+        ignore_boxes=[torch.tensor([[6.0, 5.0, 12.0, 10.0]])],
+    )
     ign = tg["ignore"]
     assert int(ign.sum()) == 6 * 5  # columns 6..11, rows 5..9
     pred = torch.rand(1, 2, 12, 12, dtype=torch.float64) * 0.98 + 0.01
     loss = penalty_reduced_focal_loss(pred, tg["heatmap"].double(), ignore=ign)
-    by_hand = _focal_by_hand(pred.numpy(), tg["heatmap"].double().numpy(),
-                             np.broadcast_to(ign.numpy(), pred.shape))
+    by_hand = _focal_by_hand(
+        pred.numpy(), tg["heatmap"].double().numpy(), np.broadcast_to(ign.numpy(), pred.shape)
+    )
     assert loss.item() == pytest.approx(by_hand, rel=1e-12)
     # predictions inside the ignore box do not change the loss (any class channel)
     pred2 = pred.clone()
@@ -213,8 +275,9 @@ def test_centernet_training_targets_ignore_crowd_boxes():
     """Through CenterNet.make_targets / compute_losses: on a 64 px canvas with stride 4 the
     ignore box [32, 32, 64, 48] px is cells [8, 8, 16, 12] -> columns 8..15, rows 8..11."""
     model = _stub_centernet()
-    t = make_target([[4, 4, 20, 20]], [0], 1, (64, 64),
-                    ignore_boxes=torch.tensor([[32.0, 32.0, 64.0, 48.0]]))
+    t = make_target(
+        [[4, 4, 20, 20]], [0], 1, (64, 64), ignore_boxes=torch.tensor([[32.0, 32.0, 64.0, 48.0]])
+    )
     scales = torch.ones(1, dtype=torch.float64)
     tg = model.make_targets([t], scales, (16, 16))
     assert tg["num_objects"] == 1  # the ignore box is no object ...
@@ -245,8 +308,9 @@ def test_centernet_ignore_boxes_scale_with_the_letterbox():
     img = torch.zeros(3, 16, 32, dtype=torch.uint8)
     _, scales, _ = model.preprocess([img])
     assert scales.tolist() == [2.0]
-    t = make_target(torch.zeros(0, 4), [], 1, (16, 32),
-                    ignore_boxes=torch.tensor([[4.0, 2, 12, 6]]))
+    t = make_target(
+        torch.zeros(0, 4), [], 1, (16, 32), ignore_boxes=torch.tensor([[4.0, 2, 12, 6]])
+    )
     ign = model.make_targets([t], scales, (16, 16))["ignore"][0, 0]
     cells = {(r, c) for r in (1, 2) for c in range(2, 6)}
     assert {tuple(x) for x in ign.nonzero().tolist()} == cells
@@ -274,10 +338,12 @@ def test_voc_difficult_round_trip_convert_dataset_evaluator(tmp_path):
     (src / "Annotations").mkdir(parents=True)
     (src / "JPEGImages").mkdir()
     Image.new("RGB", (100, 80), (5, 5, 5)).save(src / "JPEGImages" / "000001.jpg")
-    objects = VOC_OBJ.format(d=0, x0=11, y0=11, x1=30, y1=30) + VOC_OBJ.format(d=1, x0=51, y0=41,
-                                                                               x1=90, y1=80)
+    objects = VOC_OBJ.format(d=0, x0=11, y0=11, x1=30, y1=30) + VOC_OBJ.format(
+        d=1, x0=51, y0=41, x1=90, y1=80
+    )
     (src / "Annotations" / "000001.xml").write_text(
-        VOC_XML.format(fn="000001.jpg", w=100, h=80, objects=objects))
+        VOC_XML.format(fn="000001.jpg", w=100, h=80, objects=objects)
+    )
     out = tmp_path / "voc.json"
     voc_to_coco(src, out)
 
@@ -295,8 +361,11 @@ def test_voc_difficult_round_trip_convert_dataset_evaluator(tmp_path):
 
     ev = EVALUATORS.build("coco", None, ds)
     assert isinstance(ev, Evaluator)
-    pred = {"boxes": torch.tensor([[10.0, 10, 30, 30], [60, 50, 75, 65]]),
-            "scores": torch.tensor([0.9, 0.95]), "labels": torch.tensor([0, 0])}
+    pred = {
+        "boxes": torch.tensor([[10.0, 10, 30, 30], [60, 50, 75, 65]]),
+        "scores": torch.tensor([0.9, 0.95]),
+        "labels": torch.tensor([0, 0]),
+    }
     ev.update([pred], [t])
     m = ev.compute()
     assert m["AP"] == pytest.approx(1.0, abs=1e-9) and m["AR100"] == pytest.approx(1.0, abs=1e-9)
@@ -304,8 +373,10 @@ def test_voc_difficult_round_trip_convert_dataset_evaluator(tmp_path):
     assert m["oLRP_fp"] == pytest.approx(0.0, abs=1e-9)
     assert m["oLRP_fn"] == pytest.approx(0.0, abs=1e-9)
     # the json file, scored directly (``percepta score`` path), gives the same numbers
-    rows = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
-            {"image_id": 1, "category_id": 1, "bbox": [60, 50, 15, 15], "score": 0.95}]
+    rows = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [60, 50, 15, 15], "score": 0.95},
+    ]
     direct = evaluate_results(str(out), rows)
     assert direct["AP"] == pytest.approx(1.0, abs=1e-9)
     assert direct["oLRP"] == pytest.approx(0.0, abs=1e-9)

@@ -26,19 +26,37 @@ def make_checkpoint(path: Path, class_names: list[str], category_ids: list[int])
     from percepta.engine.build import build_model
     from percepta.engine.checkpoint import FORMAT, VERSION, save_checkpoint
 
-    cfg = config.load(None, ["name=predict_test", "task=detection", "model.name=centernet",
-                             "model.backbone=resnet18", "model.input_size=64",
-                             "model.neck_channels=[32,32,32]", "model.head_conv=16"])
+    cfg = config.load(
+        None,
+        [
+            "name=predict_test",
+            "task=detection",
+            "model.name=centernet",
+            "model.backbone=resnet18",
+            "model.input_size=64",
+            "model.neck_channels=[32,32,32]",
+            "model.head_conv=16",
+        ],
+    )
     data = config.to_dict(cfg)
-    data["model"].update(num_classes=len(class_names), class_names=list(class_names),
-                         category_ids=list(category_ids))
+    data["model"].update(
+        num_classes=len(class_names), class_names=list(class_names), category_ids=list(category_ids)
+    )
     cfg = config.from_dict(data)
     torch.manual_seed(0)
     model = build_model(cfg)
-    return save_checkpoint({"format": FORMAT, "version": VERSION,
-                            "percepta_version": percepta.__version__, "task": "detection",
-                            "config": config.to_dict(cfg), "model": model.state_dict(),
-                            "iteration": 0}, path)
+    return save_checkpoint(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "percepta_version": percepta.__version__,
+            "task": "detection",
+            "config": config.to_dict(cfg),
+            "model": model.state_dict(),
+            "iteration": 0,
+        },
+        path,
+    )
 
 
 def _png(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
@@ -59,8 +77,21 @@ def test_predict_then_score_on_tiny_coco(tmp_path, capsys):
     assert ids[-1] == 90 and len(ids) == 80  # sparse COCO ids: label + 1 would be wrong
     ckpt = make_checkpoint(tmp_path / "tiny.pt", [c["name"] for c in cats], ids)
     out = tmp_path / "pred"
-    assert cli.main(["predict", str(ckpt), str(TINY_COCO / "val2017"), "--out", str(out),
-                     "--coco", str(gt_file), "--no-draw"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(ckpt),
+                str(TINY_COCO / "val2017"),
+                "--out",
+                str(out),
+                "--coco",
+                str(gt_file),
+                "--no-draw",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     records = json.loads((out / "predictions.json").read_text())
     assert records
@@ -71,8 +102,20 @@ def test_predict_then_score_on_tiny_coco(tmp_path, capsys):
         assert r["category_id"] == ids[r["label"]]
         assert r["category_name"] == name_of[r["category_id"]]
     assert len({r["image_id"] for r in records}) == len(gt["images"])
-    assert cli.main(["score", "detection", "--gt", str(gt_file), "--pred",
-                     str(out / "predictions.json"), "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "detection",
+                "--gt",
+                str(gt_file),
+                "--pred",
+                str(out / "predictions.json"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     metrics = json.loads(captured.out.strip().splitlines()[-1])
     assert 0.0 <= metrics["AP"] <= 1.0 and "error" not in captured.err
@@ -83,8 +126,10 @@ def test_checkpoint_without_category_ids_writes_label_plus_one_with_one_warning(
     for i in range(3):
         _png(tmp_path / "imgs" / f"im{i}.png", i)
     out = tmp_path / "pred"
-    assert cli.main(["predict", str(ckpt), str(tmp_path / "imgs"), "--out", str(out),
-                     "--no-draw"]) == 0
+    assert (
+        cli.main(["predict", str(ckpt), str(tmp_path / "imgs"), "--out", str(out), "--no-draw"])
+        == 0
+    )
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "label + 1" in warnings[0] and "old.pt" in warnings[0]
@@ -92,7 +137,10 @@ def test_checkpoint_without_category_ids_writes_label_plus_one_with_one_warning(
     assert records and all(r["category_id"] == r["label"] + 1 for r in records)
     # without --coco: the file's position in the sorted input list
     assert {Path(r["file_name"]).name: r["image_id"] for r in records} == {
-        "im0.png": 0, "im1.png": 1, "im2.png": 2}
+        "im0.png": 0,
+        "im1.png": 1,
+        "im2.png": 2,
+    }
 
 
 def test_coco_ids_by_basename_or_relative_path(tmp_path):
@@ -102,14 +150,25 @@ def test_coco_ids_by_basename_or_relative_path(tmp_path):
     b = _png(tmp_path / "elsewhere" / "y.png", 1)
     c = _png(tmp_path / "data" / "test" / "x.png", 2)
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": [
-        {"id": 7, "file_name": "val/x.png"}, {"id": 11, "file_name": "test/x.png"},
-        {"id": 30, "file_name": "y.png"}], "annotations": [], "categories": []}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 7, "file_name": "val/x.png"},
+                    {"id": 11, "file_name": "test/x.png"},
+                    {"id": 30, "file_name": "y.png"},
+                ],
+                "annotations": [],
+                "categories": [],
+            }
+        )
+    )
     ids, _ = coco_image_ids(ann, [a, b, c])
     assert ids == {a: 7, b: 30, c: 11}
     # a basename that two records share is ambiguous; two files for one record are refused
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"},
-                                          {"id": 2, "file_name": "x.png"}]}))
+    ann.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "x.png"}, {"id": 2, "file_name": "x.png"}]})
+    )
     with pytest.raises(DataError, match="ambiguous"):
         coco_image_ids(ann, [a])
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"}]}))
@@ -122,21 +181,40 @@ def test_images_not_in_the_coco_file_are_refused(tmp_path, capsys):
     for i in range(3):
         _png(tmp_path / "imgs" / f"im{i}.png", i)
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": [{"id": 5, "file_name": "im0.png"},
-                                          {"id": 6, "file_name": "im1.png"}],
-                               "annotations": [], "categories": [{"id": 3, "name": "a"},
-                                                                 {"id": 9, "name": "b"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 5, "file_name": "im0.png"}, {"id": 6, "file_name": "im1.png"}],
+                "annotations": [],
+                "categories": [{"id": 3, "name": "a"}, {"id": 9, "name": "b"}],
+            }
+        )
+    )
     out = tmp_path / "pred"
-    code = cli.main(["predict", str(ckpt), str(tmp_path / "imgs"), "--out", str(out),
-                     "--coco", str(ann)])
+    code = cli.main(
+        ["predict", str(ckpt), str(tmp_path / "imgs"), "--out", str(out), "--coco", str(ann)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert "1 of 3 images" in err and "im2.png" in err and "Traceback" not in err
     assert not out.exists()
     # the two known images alone: their ids and the checkpoint's category ids
     (tmp_path / "imgs" / "im2.png").unlink()
-    assert cli.main(["predict", str(ckpt), str(tmp_path / "imgs"), "--out", str(out),
-                     "--coco", str(ann), "--no-draw"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(ckpt),
+                str(tmp_path / "imgs"),
+                "--out",
+                str(out),
+                "--coco",
+                str(ann),
+                "--no-draw",
+            ]
+        )
+        == 0
+    )
     records = json.loads((out / "predictions.json").read_text())
     assert {r["image_id"] for r in records} == {5, 6}
     assert {r["category_id"] for r in records} <= {3, 9}

@@ -19,9 +19,16 @@ from percepta.registry import MODELS, import_all
 
 def _state(tmp_path, **over):
     cfg = make_cfg(tmp_path)
-    state = {"format": ck.FORMAT, "version": ck.VERSION, "percepta_version": percepta.__version__,
-             "task": "detection", "config": percepta.config.to_dict(cfg),
-             "model": ToyModel().state_dict(), "iteration": 3, "ema": None}
+    state = {
+        "format": ck.FORMAT,
+        "version": ck.VERSION,
+        "percepta_version": percepta.__version__,
+        "task": "detection",
+        "config": percepta.config.to_dict(cfg),
+        "model": ToyModel().state_dict(),
+        "iteration": 3,
+        "ema": None,
+    }
     state.update(over)
     return state
 
@@ -128,8 +135,9 @@ def test_check_task_refuses_other_task(tmp_path):
 
 def test_resume_refuses_checkpoint_of_other_task(tmp_path):
     cfg = make_cfg(tmp_path, ["resume=true"])
-    ck.save_checkpoint(_state(tmp_path, task="scene_graph"),
-                       tmp_path / "toy" / "checkpoints" / "last.pt")
+    ck.save_checkpoint(
+        _state(tmp_path, task="scene_graph"), tmp_path / "toy" / "checkpoints" / "last.pt"
+    )
     model, train_ds, _, _ = build(cfg)
     with pytest.raises(CheckpointError, match="trained for task 'scene_graph'"):
         Trainer(cfg, model, train_ds).fit()
@@ -142,12 +150,22 @@ def test_rng_capture_restore_roundtrip(tmp_path):
     np.random.standard_normal()
     ckpt["rng"] = ck.capture_rng()
     path = ck.save_checkpoint(ckpt, tmp_path / "rng.pt")
-    expected = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(),
-                np.random.standard_normal(), torch.rand(3))
+    expected = (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        np.random.standard_normal(),
+        torch.rand(3),
+    )
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     ck.restore_rng(ck.load_checkpoint(path)["rng"])
-    got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(),
-           np.random.standard_normal(), torch.rand(3))
+    got = (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        np.random.standard_normal(),
+        torch.rand(3),
+    )
     assert got[:4] == expected[:4] and torch.equal(got[4], expected[4])
 
 

@@ -21,9 +21,15 @@ TOY = Path(__file__).with_name("toy.py")
 REPO = Path(__file__).resolve().parents[2]
 
 OVERRIDES = [
-    "train.max_iters=5", "train.batch_size=8", "train.log_period=5", "train.checkpoint_period=0",
-    "train.optimizer.name=sgd", "train.optimizer.lr=0.2", "train.optimizer.momentum=0.9",
-    "train.optimizer.weight_decay=0.001", "train.scheduler.name=cosine",
+    "train.max_iters=5",
+    "train.batch_size=8",
+    "train.log_period=5",
+    "train.checkpoint_period=0",
+    "train.optimizer.name=sgd",
+    "train.optimizer.lr=0.2",
+    "train.optimizer.momentum=0.9",
+    "train.optimizer.weight_decay=0.001",
+    "train.scheduler.name=cosine",
     "train.scheduler.warmup_iters=2",
 ]
 
@@ -50,18 +56,37 @@ def test_two_gloo_processes_match_single_process(tmp_path):
     # n_train=20 with global batch 8: 2 batches per epoch, so 5 iterations cross two epochs;
     # n_val=5 gives uneven evaluation shards (3 + 2) that torchmetrics must sync.
     sizes = {"n_train": 20, "n_val": 5, "evaluator": "metric"}
-    spec = {"output_dir": str(tmp_path), "overrides": OVERRIDES, "dropout": 0.0,
-            "run_dir": str(tmp_path / "rank{rank}"), "metrics_out": str(tmp_path / "m.json"),
-            **sizes}
+    spec = {
+        "output_dir": str(tmp_path),
+        "overrides": OVERRIDES,
+        "dropout": 0.0,
+        "run_dir": str(tmp_path / "rank{rank}"),
+        "metrics_out": str(tmp_path / "m.json"),
+        **sizes,
+    }
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="",
-                   OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(TOY), json.dumps(spec)], env=env,
-                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            CUDA_VISIBLE_DEVICES="",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(TOY), json.dumps(spec)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = []
     for p in procs:
         try:

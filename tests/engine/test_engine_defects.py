@@ -39,8 +39,9 @@ def test_fresh_run_refuses_to_replace_a_trained_checkpoint(tmp_path):
     last = tmp_path / "runs" / "mine" / "checkpoints" / "last.pt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"trained weights")
-    cfg = config_lib.load(None, [f"output_dir={tmp_path / 'runs'}", "name=mine",
-                                 "data.train.ann_file=none.json"])
+    cfg = config_lib.load(
+        None, [f"output_dir={tmp_path / 'runs'}", "name=mine", "data.train.ann_file=none.json"]
+    )
     with pytest.raises(PerceptaError) as e:
         train(cfg)
     msg = str(e.value)
@@ -74,8 +75,9 @@ def test_signal_writes_last_checkpoint_and_resume_is_exact(tmp_path, capsys, sig
     cfg = make_cfg(tmp_path / "a", over)
     model, train_ds, val_ds, ev = build(cfg, dropout=0.0)
     with pytest.raises(TrainingInterrupted) as e:
-        Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=ev,
-                hooks=[SignalAt(3, signum)]).fit()
+        Trainer(
+            cfg, model, train_ds, val_dataset=val_ds, evaluator=ev, hooks=[SignalAt(3, signum)]
+        ).fit()
     assert e.value.exit_code == 128 + signum
     assert "resume=true" in str(e.value) and "iteration 3/6" in str(e.value)
     saved = ck.load_checkpoint(tmp_path / "a" / "toy" / "checkpoints" / "last.pt")
@@ -177,28 +179,56 @@ def _free_port() -> int:
 
 
 BALANCED_BN = [
-    "train.max_iters=4", "train.batch_size=8", "train.log_period=4", "train.checkpoint_period=0",
-    "train.optimizer.name=sgd", "train.optimizer.lr=0.1", "train.optimizer.momentum=0.0",
-    "train.optimizer.weight_decay=0.0", "train.scheduler.name=constant",
-    "train.loss_balance.enabled=true", "train.loss_balance.targets={mse: 1.0, aux: 0.5}",
+    "train.max_iters=4",
+    "train.batch_size=8",
+    "train.log_period=4",
+    "train.checkpoint_period=0",
+    "train.optimizer.name=sgd",
+    "train.optimizer.lr=0.1",
+    "train.optimizer.momentum=0.0",
+    "train.optimizer.weight_decay=0.0",
+    "train.scheduler.name=constant",
+    "train.loss_balance.enabled=true",
+    "train.loss_balance.targets={mse: 1.0, aux: 0.5}",
     "train.sync_bn=true",
 ]
 
 
 @pytest.mark.dist
 def test_two_processes_with_balancing_and_sync_bn_match_one(tmp_path):
-    spec = {"output_dir": str(tmp_path), "overrides": BALANCED_BN, "dropout": 0.0,
-            "norm": "batch", "n_train": 16, "n_val": 4, "evaluator": "metric",
-            "run_dir": str(tmp_path / "rank{rank}")}
+    spec = {
+        "output_dir": str(tmp_path),
+        "overrides": BALANCED_BN,
+        "dropout": 0.0,
+        "norm": "batch",
+        "n_train": 16,
+        "n_val": 4,
+        "evaluator": "metric",
+        "run_dir": str(tmp_path / "rank{rank}"),
+    }
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="",
-                   OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(TOY), json.dumps(spec)], env=env,
-                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            CUDA_VISIBLE_DEVICES="",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(TOY), json.dumps(spec)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     for p in procs:
         try:
@@ -212,8 +242,9 @@ def test_two_processes_with_balancing_and_sync_bn_match_one(tmp_path):
     ddp = ck.load_checkpoint(tmp_path / "rank0" / "checkpoints" / "last.pt")["model"]
 
     cfg = make_cfg(tmp_path / "single", BALANCED_BN)
-    model, train_ds, val_ds, ev = build(cfg, dropout=0.0, n_train=16, n_val=4,
-                                        evaluator="metric", norm="batch")
+    model, train_ds, val_ds, ev = build(
+        cfg, dropout=0.0, n_train=16, n_val=4, evaluator="metric", norm="batch"
+    )
     init = {k: v.clone() for k, v in model.state_dict().items()}
     Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=ev).fit()
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, init[k])}

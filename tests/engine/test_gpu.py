@@ -12,15 +12,16 @@ from percepta.engine import checkpoint as ck
 from percepta.engine.trainer import Trainer, move_to_device
 from percepta.structures import make_target
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 
 
 def test_move_to_device_keeps_tv_tensors():
     from torchvision import tv_tensors
 
-    target = make_target([[0, 0, 2, 2]], [1], image_id=3, orig_size=(4, 4),
-                         extra=[torch.zeros(2)])
+    target = make_target([[0, 0, 2, 2]], [1], image_id=3, orig_size=(4, 4), extra=[torch.zeros(2)])
     moved = move_to_device(target, torch.device("cuda"))
     assert isinstance(moved["boxes"], tv_tensors.BoundingBoxes)
     assert moved["boxes"].is_cuda and moved["boxes"].canvas_size == (4, 4)
@@ -29,9 +30,17 @@ def test_move_to_device_keeps_tv_tensors():
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_cuda_amp_trains_and_checkpoints_scaler(tmp_path, dtype):
-    cfg = make_cfg(tmp_path, ["train.device=cuda", "train.amp=true", f"train.amp_dtype={dtype}",
-                              "train.max_iters=30", "train.log_period=5",
-                              "train.optimizer.lr=0.02"])
+    cfg = make_cfg(
+        tmp_path,
+        [
+            "train.device=cuda",
+            "train.amp=true",
+            f"train.amp_dtype={dtype}",
+            "train.max_iters=30",
+            "train.log_period=5",
+            "train.optimizer.lr=0.02",
+        ],
+    )
     model, train_ds, _, _ = build(cfg, dropout=0.0)
     trainer = Trainer(cfg, model, train_ds)
     assert trainer.scaler.is_enabled() == (dtype == "fp16")
@@ -47,8 +56,7 @@ def test_cuda_amp_trains_and_checkpoints_scaler(tmp_path, dtype):
 
 
 def test_resume_on_cuda_matches_straight_run(tmp_path):
-    over = ["train.device=cuda", "train.max_iters=6", "train.checkpoint_period=3",
-            "train.ema=true"]
+    over = ["train.device=cuda", "train.max_iters=6", "train.checkpoint_period=3", "train.ema=true"]
     cfg = make_cfg(tmp_path / "a", over)
     model, train_ds, _, _ = build(cfg)
     Trainer(cfg, model, train_ds).fit()

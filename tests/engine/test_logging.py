@@ -18,11 +18,22 @@ from percepta.engine.logging import (
 
 
 def test_scalar_items_keeps_only_scalars_and_flattens():
-    metrics = {"AP": torch.tensor(0.5), "AP50": 0.7, "n": np.int64(3), "flag": True,
-               "per_class": {"cat": np.float32(0.25), "curve": [0.1, 0.2]},
-               "matrix": torch.ones(2, 2), "name": "coco"}
-    assert scalar_items(metrics) == {"AP": 0.5, "AP50": 0.7, "n": 3.0, "flag": 1.0,
-                                     "per_class/cat": 0.25}
+    metrics = {
+        "AP": torch.tensor(0.5),
+        "AP50": 0.7,
+        "n": np.int64(3),
+        "flag": True,
+        "per_class": {"cat": np.float32(0.25), "curve": [0.1, 0.2]},
+        "matrix": torch.ones(2, 2),
+        "name": "coco",
+    }
+    assert scalar_items(metrics) == {
+        "AP": 0.5,
+        "AP50": 0.7,
+        "n": 3.0,
+        "flag": 1.0,
+        "per_class/cat": 0.25,
+    }
 
 
 def test_to_jsonable_converts_tensors_and_non_finite():

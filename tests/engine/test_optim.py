@@ -33,8 +33,19 @@ def test_no_decay_on_norm_and_bias():
     by_wd = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
     assert set(by_wd) == {0.05, 0.0}
     decay = {id(net.conv.weight), id(net.fc.weight), id(net.head.weight)}
-    no_decay = {id(p) for p in (net.conv.bias, net.bn.weight, net.bn.bias, net.gn.weight,
-                                net.gn.bias, net.ln.weight, net.ln.bias, net.head.bias)}
+    no_decay = {
+        id(p)
+        for p in (
+            net.conv.bias,
+            net.bn.weight,
+            net.bn.bias,
+            net.gn.weight,
+            net.gn.bias,
+            net.ln.weight,
+            net.ln.bias,
+            net.head.bias,
+        )
+    }
     assert by_wd[0.05] == decay
     assert by_wd[0.0] == no_decay
     assert all(id(p) not in decay | no_decay for p in net.frozen.parameters())
@@ -42,9 +53,17 @@ def test_no_decay_on_norm_and_bias():
 
 def test_decay_everywhere_when_disabled_and_sgd_options():
     net = Net()
-    opt = build_optimizer(net, OptimizerConfig(name="sgd", lr=0.2, weight_decay=0.01,
-                                               momentum=0.5, nesterov=True,
-                                               no_decay_norm_and_bias=False))
+    opt = build_optimizer(
+        net,
+        OptimizerConfig(
+            name="sgd",
+            lr=0.2,
+            weight_decay=0.01,
+            momentum=0.5,
+            nesterov=True,
+            no_decay_norm_and_bias=False,
+        ),
+    )
     assert isinstance(opt, torch.optim.SGD)
     assert len(opt.param_groups) == 1
     g = opt.param_groups[0]
@@ -89,8 +108,9 @@ def _lrs(sched_cfg: SchedulerConfig, max_iters: int, base_lr: float = 0.1) -> li
 
 def test_cosine_with_linear_warmup_closed_form():
     lr, W, f0, T, m = 0.1, 5, 0.01, 40, 0.05
-    got = _lrs(SchedulerConfig(name="cosine", warmup_iters=W, warmup_factor=f0,
-                               min_lr_factor=m), T, lr)
+    got = _lrs(
+        SchedulerConfig(name="cosine", warmup_iters=W, warmup_factor=f0, min_lr_factor=m), T, lr
+    )
     for t, value in enumerate(got):
         cos = m + (1 - m) * (1 + math.cos(math.pi * t / T)) / 2
         warm = f0 + (1 - f0) * t / W if t < W else 1.0
@@ -99,10 +119,16 @@ def test_cosine_with_linear_warmup_closed_form():
 
 
 def test_step_with_warmup_and_constant():
-    got = _lrs(SchedulerConfig(name="step", warmup_iters=3, warmup_factor=0.1,
-                               milestones=[6, 10], gamma=0.5), 14, 1.0)
-    expected = [(0.1 + 0.9 * t / 3 if t < 3 else 1.0) * 0.5 ** ((t >= 6) + (t >= 10))
-                for t in range(14)]
+    got = _lrs(
+        SchedulerConfig(
+            name="step", warmup_iters=3, warmup_factor=0.1, milestones=[6, 10], gamma=0.5
+        ),
+        14,
+        1.0,
+    )
+    expected = [
+        (0.1 + 0.9 * t / 3 if t < 3 else 1.0) * 0.5 ** ((t >= 6) + (t >= 10)) for t in range(14)
+    ]
     assert got == pytest.approx(expected, rel=1e-12)
     assert _lrs(SchedulerConfig(name="constant"), 5, 0.3) == [0.3] * 5
 
@@ -140,5 +166,6 @@ def test_unknown_names_are_config_errors():
     with pytest.raises(ConfigError, match="train.optimizer.name.*'adamm'"):
         build_optimizer(nn.Linear(1, 1), OptimizerConfig(name="adamm"))
     with pytest.raises(ConfigError, match="train.scheduler.name.*'poly'"):
-        build_scheduler(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1),
-                        SchedulerConfig(name="poly"), 10)
+        build_scheduler(
+            torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1), SchedulerConfig(name="poly"), 10
+        )

@@ -19,10 +19,17 @@ TOY = Path(__file__).with_name("toy.py")
 REPO = Path(__file__).resolve().parents[2]
 
 OVERRIDES = [
-    "train.max_iters=8", "train.checkpoint_period=4", "train.eval_period=4", "train.log_period=2",
-    "train.ema=true", "train.ema_decay=0.7", "train.grad_clip=1.0",
-    "train.scheduler.name=cosine", "train.scheduler.warmup_iters=3",
-    "train.optimizer.name=adamw", "train.optimizer.weight_decay=0.05",
+    "train.max_iters=8",
+    "train.checkpoint_period=4",
+    "train.eval_period=4",
+    "train.log_period=2",
+    "train.ema=true",
+    "train.ema_decay=0.7",
+    "train.grad_clip=1.0",
+    "train.scheduler.name=cosine",
+    "train.scheduler.warmup_iters=3",
+    "train.optimizer.name=adamw",
+    "train.optimizer.weight_decay=0.05",
 ]
 
 
@@ -30,8 +37,14 @@ def _run_toy(spec: dict) -> subprocess.CompletedProcess:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, str(TOY), json.dumps(spec)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(TOY), json.dumps(spec)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _assert_tensors_equal(a, b, where=""):
@@ -64,8 +77,12 @@ def test_resume_after_kill_is_bit_exact(tmp_path):
     straight = ck.load_checkpoint(tmp_path / "straight" / "toy" / "checkpoints" / "last.pt")
 
     # 2) a fresh process killed (os._exit, no cleanup) at iteration 6, after the checkpoint at 4
-    spec = {"output_dir": str(tmp_path / "killed"), "overrides": OVERRIDES, "dropout": 0.1,
-            "kill_at": 6}
+    spec = {
+        "output_dir": str(tmp_path / "killed"),
+        "overrides": OVERRIDES,
+        "dropout": 0.1,
+        "kill_at": 6,
+    }
     proc = _run_toy(spec)
     assert proc.returncode == 17, proc.stderr[-3000:]
     last = tmp_path / "killed" / "toy" / "checkpoints" / "last.pt"
@@ -84,12 +101,16 @@ def test_resume_after_kill_is_bit_exact(tmp_path):
     assert not torch.equal(straight["model"]["fc1.weight"], straight["ema"]["module.fc1.weight"])
 
     # the killed run's log lines after iteration 4 were dropped, not duplicated
-    lines = [json.loads(s) for s in
-             (tmp_path / "killed" / "toy" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(s)
+        for s in (tmp_path / "killed" / "toy" / "metrics.jsonl").read_text().splitlines()
+    ]
     train_iters = [r["iteration"] for r in lines if "eval" not in r]
     assert train_iters == [2, 4, 6, 8]
-    ref_lines = [json.loads(s) for s in
-                 (tmp_path / "straight" / "toy" / "metrics.jsonl").read_text().splitlines()]
+    ref_lines = [
+        json.loads(s)
+        for s in (tmp_path / "straight" / "toy" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r.get("loss_mse") for r in lines] == [r.get("loss_mse") for r in ref_lines]
 
 
@@ -104,8 +125,9 @@ class AugmentedToy(torch.utils.data.Dataset):
         from torchvision.transforms import v2
 
         self.base = base
-        self.aug = v2.Compose([v2.RandomHorizontalFlip(0.5),
-                               v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3)], p=0.8)])
+        self.aug = v2.Compose(
+            [v2.RandomHorizontalFlip(0.5), v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3)], p=0.8)]
+        )
 
     def __len__(self) -> int:
         return len(self.base)
@@ -139,8 +161,12 @@ class StopAt:
             raise _Stop
 
 
-AUG_OVERRIDES = ["train.max_iters=8", "train.checkpoint_period=4", "train.log_period=2",
-                 "train.optimizer.name=adamw"]
+AUG_OVERRIDES = [
+    "train.max_iters=8",
+    "train.checkpoint_period=4",
+    "train.log_period=2",
+    "train.optimizer.name=adamw",
+]
 
 
 def _fit_augmented(out: Path, workers: int, extra=(), hooks=()) -> dict:

@@ -47,15 +47,32 @@ from plugins import toy_components as toy  # noqa: E402  (defines; registers not
 RUNNER = TESTS / "plugins" / "run_toy_task.py"
 
 TASKS = {
-    toy.TASK_BOXES: {"model": "toy_boxes_model", "data": "toy_boxes_data",
-                     "evaluator": "toy_accuracy", "primary": "accuracy", "higher": True},
-    toy.TASK_PAIRS: {"model": "toy_pairs_model", "data": "toy_pairs_data",
-                     "evaluator": "toy_rmse", "primary": "rmse", "higher": False},
+    toy.TASK_BOXES: {
+        "model": "toy_boxes_model",
+        "data": "toy_boxes_data",
+        "evaluator": "toy_accuracy",
+        "primary": "accuracy",
+        "higher": True,
+    },
+    toy.TASK_PAIRS: {
+        "model": "toy_pairs_model",
+        "data": "toy_pairs_data",
+        "evaluator": "toy_rmse",
+        "primary": "rmse",
+        "higher": False,
+    },
 }
-TRAIN = ["train.device=cpu", "train.progress=false", "train.tensorboard=false",
-         "train.batch_size=4", "train.log_period=2", "train.checkpoint_period=0",
-         "train.scheduler.name=constant", "train.optimizer.name=adamw",
-         "train.optimizer.lr=0.02"]
+TRAIN = [
+    "train.device=cpu",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.batch_size=4",
+    "train.log_period=2",
+    "train.checkpoint_period=0",
+    "train.scheduler.name=constant",
+    "train.optimizer.name=adamw",
+    "train.optimizer.lr=0.02",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,9 +86,17 @@ def toy_tasks():
 
 def overrides(task: str, out: Path, name: str, *extra: str) -> list[str]:
     t = TASKS[task]
-    return [f"name={name}", f"output_dir={out}", f"model.name={t['model']}",
-            f"data.train.name={t['data']}", f"data.val.name={t['data']}",
-            "data.val.num_images=10", f"evaluator.name={t['evaluator']}", *TRAIN, *extra]
+    return [
+        f"name={name}",
+        f"output_dir={out}",
+        f"model.name={t['model']}",
+        f"data.train.name={t['data']}",
+        f"data.val.name={t['data']}",
+        "data.val.num_images=10",
+        f"evaluator.name={t['evaluator']}",
+        *TRAIN,
+        *extra,
+    ]
 
 
 def run_folder(out: Path, name: str) -> Path:
@@ -114,8 +139,17 @@ def trained(tmp_path_factory, toy_tasks) -> dict[str, Path]:
     runs = {}
     torch.set_num_threads(1)
     for task in TASKS:
-        cfg = config.load(None, overrides(task, out, task, "train.max_iters=12",
-                                          "train.eval_period=2", "train.optimizer.lr=0.005"))
+        cfg = config.load(
+            None,
+            overrides(
+                task,
+                out,
+                task,
+                "train.max_iters=12",
+                "train.eval_period=2",
+                "train.optimizer.lr=0.005",
+            ),
+        )
         assert cfg.task == task  # filled from the model's registered task
         metrics = launch.train(cfg)
         assert TASKS[task]["primary"] in metrics
@@ -181,8 +215,14 @@ def _run(spec: dict, env_extra: dict | None = None) -> subprocess.Popen:
     if env_extra is None:
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             env.pop(key, None)
-    return subprocess.Popen([sys.executable, str(RUNNER), json.dumps(spec)], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(RUNNER), json.dumps(spec)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str]]:
@@ -198,8 +238,14 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int
     return results
 
 
-RESUME = ["train.max_iters=8", "train.checkpoint_period=4", "train.eval_period=4",
-          "train.grad_clip=1.0", "train.scheduler.name=cosine", "train.scheduler.warmup_iters=3"]
+RESUME = [
+    "train.max_iters=8",
+    "train.checkpoint_period=4",
+    "train.eval_period=4",
+    "train.grad_clip=1.0",
+    "train.scheduler.name=cosine",
+    "train.scheduler.warmup_iters=3",
+]
 
 
 @pytest.mark.slow
@@ -235,20 +281,37 @@ def _free_port() -> int:
 
 # 20 training samples, global batch 8: 5 iterations cross an epoch; 5 validation images give
 # uneven shards (3 + 2) whose summed metric states must be synced.
-DDP = ["train.max_iters=5", "train.batch_size=8", "data.train.num_images=20",
-       "data.val.num_images=5", "model.dropout=0.0", "train.optimizer.name=sgd",
-       "train.optimizer.lr=0.2", "train.optimizer.momentum=0.9"]
+DDP = [
+    "train.max_iters=5",
+    "train.batch_size=8",
+    "data.train.num_images=20",
+    "data.val.num_images=5",
+    "model.dropout=0.0",
+    "train.optimizer.name=sgd",
+    "train.optimizer.lr=0.2",
+    "train.optimizer.momentum=0.9",
+]
 
 
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path):
     # both tasks in the same two processes, one after the other (a process start is ~10 s)
-    runs = [{"overrides": overrides(task, tmp_path / "ddp", task, *DDP),
-             "metrics_out": str(tmp_path / f"{task}.json"), "master_port": _free_port()}
-            for task in TASKS]
-    procs = [_run({"runs": runs}, {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                                   "MASTER_ADDR": "127.0.0.1"}) for r in range(2)]
+    runs = [
+        {
+            "overrides": overrides(task, tmp_path / "ddp", task, *DDP),
+            "metrics_out": str(tmp_path / f"{task}.json"),
+            "master_port": _free_port(),
+        }
+        for task in TASKS
+    ]
+    procs = [
+        _run(
+            {"runs": runs},
+            {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"},
+        )
+        for r in range(2)
+    ]
     results = _wait(procs)
     assert all(rc == 0 for rc, _ in results), results
 
@@ -277,8 +340,9 @@ def test_unknown_task_is_a_config_error():
 
 
 def test_task_and_model_mismatch_is_a_config_error():
-    with pytest.raises(ConfigError, match="'toy_boxes_model' is a 'toy_given_boxes' model "
-                                          "but task='toy_pairs'"):
+    with pytest.raises(
+        ConfigError, match="'toy_boxes_model' is a 'toy_given_boxes' model but task='toy_pairs'"
+    ):
         config.load(None, ["task=toy_pairs", "model.name=toy_boxes_model"])
 
 
@@ -296,9 +360,15 @@ def test_eval_of_another_tasks_checkpoint_names_the_task(trained):
     ckpt = trained[toy.TASK_BOXES] / "checkpoints" / "best.pt"
     pairs = TASKS[toy.TASK_PAIRS]
     with pytest.raises(CheckpointError, match="trained for task 'toy_given_boxes'.*'toy_pairs'"):
-        launch.evaluate_checkpoint(str(ckpt), [
-            "task=toy_pairs", f"model.name={pairs['model']}", f"data.val.name={pairs['data']}",
-            f"evaluator.name={pairs['evaluator']}"])
+        launch.evaluate_checkpoint(
+            str(ckpt),
+            [
+                "task=toy_pairs",
+                f"model.name={pairs['model']}",
+                f"data.val.name={pairs['data']}",
+                f"evaluator.name={pairs['evaluator']}",
+            ],
+        )
 
 
 def test_missing_inference_inputs_are_a_one_line_data_error(trained, capsys):
@@ -311,8 +381,9 @@ def test_missing_inference_inputs_are_a_one_line_data_error(trained, capsys):
     # the same through the Trainer, for the given-boxes model on data without boxes
     cfg = config.load(None, overrides(toy.TASK_BOXES, trained[toy.TASK_BOXES].parent, "e"))
     model = ck.load_model(trained[toy.TASK_BOXES] / "checkpoints" / "best.pt")
-    trainer = Trainer(cfg, model, None, val_dataset=toy.ToyPairsDataset(3, seed=5),
-                      evaluator=toy.ToyAccuracy())
+    trainer = Trainer(
+        cfg, model, None, val_dataset=toy.ToyPairsDataset(3, seed=5), evaluator=toy.ToyAccuracy()
+    )
     with pytest.raises(DataError, match=r"^image 0: ToyBoxesModel needs \['boxes', 'labels'\]"):
         trainer.evaluate()
 
@@ -330,27 +401,48 @@ def test_given_boxes_model_fails_loudly_without_boxes():
 WRAPPER = ["model.name=toy_pairs_wrapper", "model.inner.name=toy_pairs_model"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["model.inner.widht=3"], r"unknown config key 'model\.inner\.widht'.*Did you mean 'width'"),
-    (["model.inner.name=toy_pairs_modle"], r"model\.inner\.name: unknown model "
-                                           r"'toy_pairs_modle'\. Did you mean 'toy_pairs_model'"),
-    (["model.inner.width=wide"], r"'model\.inner\.width' has a wrong type"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["model.inner.widht=3"],
+            r"unknown config key 'model\.inner\.widht'.*Did you mean 'width'",
+        ),
+        (
+            ["model.inner.name=toy_pairs_modle"],
+            r"model\.inner\.name: unknown model "
+            r"'toy_pairs_modle'\. Did you mean 'toy_pairs_model'",
+        ),
+        (["model.inner.width=wide"], r"'model\.inner\.width' has a wrong type"),
+    ],
+)
 def test_nested_sections_are_validated_with_suggestions(extra, message):
     with pytest.raises(ConfigError, match=message):
         config.load(None, [*WRAPPER, *extra])
 
 
 def test_nested_section_of_another_task_is_refused(tmp_path):
-    cfg = config.load(None, overrides(toy.TASK_PAIRS, tmp_path, "w", "model.name=toy_pairs_wrapper",
-                                      "model.inner.name=toy_boxes_model"))
+    cfg = config.load(
+        None,
+        overrides(
+            toy.TASK_PAIRS,
+            tmp_path,
+            "w",
+            "model.name=toy_pairs_wrapper",
+            "model.inner.name=toy_boxes_model",
+        ),
+    )
     with pytest.raises(ConfigError, match="'toy_boxes_model' is a 'toy_given_boxes' model"):
         launch.prepare(cfg)
 
 
 def test_nested_model_trains_and_rebuilds_from_its_checkpoint(tmp_path):
-    cfg = config.load(None, overrides(toy.TASK_PAIRS, tmp_path, "w", *WRAPPER,
-                                      "model.inner.width=5", "train.max_iters=4"))
+    cfg = config.load(
+        None,
+        overrides(
+            toy.TASK_PAIRS, tmp_path, "w", *WRAPPER, "model.inner.width=5", "train.max_iters=4"
+        ),
+    )
     assert cfg.task == toy.TASK_PAIRS and cfg.model.inner.width == 5
     metrics = launch.train(cfg)
     ckpt_path = tmp_path / "w" / "checkpoints" / "last.pt"
@@ -366,11 +458,20 @@ def test_nested_model_trains_and_rebuilds_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_a_fresh_cli_process_finds_plugins_named_in_the_environment(trained):
     ckpt = trained[toy.TASK_PAIRS] / "checkpoints" / "best.pt"
-    env = dict(os.environ, PERCEPTA_PLUGINS="plugins.toy_tasks", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS),
-                                                        os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "percepta", "eval", str(ckpt), "--json"],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    env = dict(
+        os.environ,
+        PERCEPTA_PLUGINS="plugins.toy_tasks",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "percepta", "eval", str(ckpt), "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rmse" in json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -380,7 +481,6 @@ def test_a_plugin_that_cannot_be_imported_is_a_one_line_error(monkeypatch):
 
     monkeypatch.setenv("PERCEPTA_PLUGINS", "plugins.toy_tasks, plugins.no_such_plugin")
     monkeypatch.setattr(registry, "_imported", False)
-    with pytest.raises(PerceptaError,
-                       match="PERCEPTA_PLUGINS names 'plugins.no_such_plugin'") as e:
+    with pytest.raises(PerceptaError, match="PERCEPTA_PLUGINS names 'plugins.no_such_plugin'") as e:
         registry.import_all()
     assert len(str(e.value).splitlines()) == 1

@@ -72,8 +72,9 @@ def test_nonfinite_steps_are_skipped_and_count_resets(tmp_path):
 
 
 def test_nonfinite_in_a_row_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
-    cfg = make_cfg(tmp_path, ["train.max_iters=10", "train.max_nonfinite=3",
-                              "train.checkpoint_period=2"])
+    cfg = make_cfg(
+        tmp_path, ["train.max_iters=10", "train.max_nonfinite=3", "train.checkpoint_period=2"]
+    )
     model, train_ds, _, _ = build(cfg)
     model.poison = {4, 5, 6}
     snaps = Snapshots()
@@ -89,8 +90,10 @@ def test_nonfinite_in_a_row_stops_with_clear_error_and_keeps_checkpoint(tmp_path
 
 
 def test_amp_bf16_on_cpu_trains(tmp_path):
-    cfg = make_cfg(tmp_path, ["train.amp=true", "train.max_iters=30", "train.log_period=5",
-                              "train.optimizer.lr=0.02"])
+    cfg = make_cfg(
+        tmp_path,
+        ["train.amp=true", "train.max_iters=30", "train.log_period=5", "train.optimizer.lr=0.02"],
+    )
     model, train_ds, _, _ = build(cfg, dropout=0.0)
     trainer = Trainer(cfg, model, train_ds)
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
@@ -121,15 +124,22 @@ def _grads(model, images, targets):
 
 
 def test_gradient_clipping_scales_to_max_norm(tmp_path):
-    cfg = make_cfg(tmp_path, ["train.grad_clip=0.05", "train.optimizer.name=sgd",
-                              "train.optimizer.lr=1.0", "train.optimizer.momentum=0.0",
-                              "train.optimizer.weight_decay=0.0"])
+    cfg = make_cfg(
+        tmp_path,
+        [
+            "train.grad_clip=0.05",
+            "train.optimizer.name=sgd",
+            "train.optimizer.lr=1.0",
+            "train.optimizer.momentum=0.0",
+            "train.optimizer.weight_decay=0.0",
+        ],
+    )
     model, train_ds, _, _ = build(cfg, dropout=0.0)
     images, targets = _batch(train_ds, [0, 1, 2, 3])
     ref = ToyModel(0.0)
     ref.load_state_dict(model.state_dict())
     g = _grads(ref, images, targets)
-    norm = torch.sqrt(sum((v ** 2).sum() for v in g.values()))
+    norm = torch.sqrt(sum((v**2).sum() for v in g.values()))
     assert norm > 0.05 * 4  # clipping is active
     before = _clone(model)
     trainer = Trainer(cfg, model, train_ds)
@@ -137,8 +147,9 @@ def test_gradient_clipping_scales_to_max_norm(tmp_path):
     for n, p in model.named_parameters():
         expected = before[n] - g[n] * (0.05 / norm)
         assert torch.allclose(p.detach(), expected, atol=1e-6), n
-    delta = torch.sqrt(sum(((p.detach() - before[n]) ** 2).sum()
-                           for n, p in model.named_parameters()))
+    delta = torch.sqrt(
+        sum(((p.detach() - before[n]) ** 2).sum() for n, p in model.named_parameters())
+    )
     assert delta == pytest.approx(0.05, rel=1e-4)
 
 
@@ -169,16 +180,27 @@ def test_ema_follows_closed_form_and_is_used_for_evaluation(tmp_path):
 
 
 def test_run_folder_metrics_tensorboard_best_and_hooks(tmp_path):
-    cfg = make_cfg(tmp_path, ["train.tensorboard=true", "train.eval_period=3", "train.max_iters=9",
-                              "train.log_period=3", "train.scheduler.name=cosine",
-                              "train.scheduler.warmup_iters=4", "train.progress=true"])
+    cfg = make_cfg(
+        tmp_path,
+        [
+            "train.tensorboard=true",
+            "train.eval_period=3",
+            "train.max_iters=9",
+            "train.log_period=3",
+            "train.scheduler.name=cosine",
+            "train.scheduler.warmup_iters=4",
+            "train.progress=true",
+        ],
+    )
     model, train_ds, val_ds, evaluator = build(cfg)
     snaps = Snapshots()
-    metrics = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
-                      hooks=[snaps]).fit()
+    metrics = Trainer(
+        cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator, hooks=[snaps]
+    ).fit()
     run = tmp_path / "toy"
-    assert OmegaConf.to_container(OmegaConf.load(run / "config.yaml")) == \
-        OmegaConf.to_container(cfg)
+    assert OmegaConf.to_container(OmegaConf.load(run / "config.yaml")) == OmegaConf.to_container(
+        cfg
+    )
     lines = _lines(run)
     train_lines = [r for r in lines if "eval" not in r]
     eval_lines = [r for r in lines if "eval" in r]
@@ -233,9 +255,15 @@ def test_loss_transform_replaces_the_sum(tmp_path):
 
 
 def test_fixed_value_balance_from_config_pins_the_optimised_total(tmp_path):
-    cfg = make_cfg(tmp_path, ["train.max_iters=3", "train.log_period=1",
-                              "train.loss_balance.enabled=true",
-                              "train.loss_balance.default_target=0.25"])
+    cfg = make_cfg(
+        tmp_path,
+        [
+            "train.max_iters=3",
+            "train.log_period=1",
+            "train.loss_balance.enabled=true",
+            "train.loss_balance.default_target=0.25",
+        ],
+    )
     model, train_ds, _, _ = build(cfg)
     trainer = Trainer(cfg, model, train_ds)
     trainer.fit()
@@ -271,8 +299,9 @@ def test_too_small_dataset_and_missing_loss_terms(tmp_path):
     cfg = make_cfg(tmp_path, ["train.max_iters=1"])
     model, train_ds, _, _ = build(cfg)
     with pytest.raises(TrainingError, match=r"at least one 'loss\*' term.*\['mae'\]"):
-        Trainer(cfg, model, train_ds, loss_transform=None,
-                hooks=[]).run_step(*_patched_batch(model, train_ds))
+        Trainer(cfg, model, train_ds, loss_transform=None, hooks=[]).run_step(
+            *_patched_batch(model, train_ds)
+        )
 
 
 def _patched_batch(model, ds):

@@ -29,8 +29,14 @@ SIZE = 4  # images are [3, SIZE, SIZE]
 IN_FEATURES = 3 * SIZE * SIZE
 
 TEST_TRAIN = {
-    "max_iters": 8, "batch_size": 4, "device": "cpu", "progress": False, "tensorboard": False,
-    "log_period": 2, "eval_period": 0, "checkpoint_period": 0,
+    "max_iters": 8,
+    "batch_size": 4,
+    "device": "cpu",
+    "progress": False,
+    "tensorboard": False,
+    "log_period": 2,
+    "eval_period": 0,
+    "checkpoint_period": 0,
     "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
     "scheduler": {"name": "constant", "warmup_iters": 0},
 }
@@ -39,9 +45,16 @@ TEST_TRAIN = {
 def make_cfg(output_dir: str | os.PathLike, overrides: list[str] | None = None) -> DictConfig:
     """A read-only experiment config for the toy (the structured schema, model ``toy``)."""
     base = OmegaConf.structured(ExperimentConfig)
-    node = OmegaConf.create({"name": "toy", "task": "detection", "output_dir": str(output_dir),
-                             "model": {"name": "toy"}, "data": {"train": None},
-                             "train": TEST_TRAIN})
+    node = OmegaConf.create(
+        {
+            "name": "toy",
+            "task": "detection",
+            "output_dir": str(output_dir),
+            "model": {"name": "toy"},
+            "data": {"train": None},
+            "train": TEST_TRAIN,
+        }
+    )
     cfg = OmegaConf.merge(base, node, OmegaConf.from_dotlist(list(overrides or [])))
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -96,8 +109,11 @@ class ToyModel(nn.Module):
         loss = F.mse_loss(out.float(), y)
         if self.calls in self.poison:
             loss = loss * float("nan")
-        return {"loss_mse": loss, "loss_aux": 0.1 * (out.float() - y).abs().mean(),
-                "mae": (out.float() - y).abs().mean().detach()}
+        return {
+            "loss_mse": loss,
+            "loss_aux": 0.1 * (out.float() - y).abs().mean(),
+            "mae": (out.float() - y).abs().mean().detach(),
+        }
 
 
 class ToyEvaluator:
@@ -120,8 +136,13 @@ class ToyEvaluator:
 
     def compute(self):
         mse = self.sq.sum() / (2 * self.n)
-        return {"neg_mse": -mse, "count": self.n, "nested": {"mse": mse},
-                "per_dim": self.sq / self.n, "per_dim_list": (self.sq / self.n).tolist()}
+        return {
+            "neg_mse": -mse,
+            "count": self.n,
+            "nested": {"mse": mse},
+            "per_dim": self.sq / self.n,
+            "per_dim_list": (self.sq / self.n).tolist(),
+        }
 
     def format_table(self, metrics) -> str:
         return f"| neg_mse | {float(metrics['neg_mse']):.6f} |"
@@ -155,8 +176,14 @@ def metric_evaluator():
     return ToyMetric()
 
 
-def build(cfg: DictConfig, dropout: float = 0.1, n_train: int = 24, n_val: int = 10,
-          evaluator: str = "plain", norm: str = "layer"):
+def build(
+    cfg: DictConfig,
+    dropout: float = 0.1,
+    n_train: int = 24,
+    n_val: int = 10,
+    evaluator: str = "plain",
+    norm: str = "layer",
+):
     """``(model, train_ds, val_ds, evaluator)`` built the same way in every process;
     ``evaluator="metric"`` gives the torchmetrics version."""
     torch.manual_seed(int(cfg.seed))
@@ -183,20 +210,26 @@ def main(spec: dict) -> int:
 
     info = distributed.init_from_env()
     cfg = make_cfg(spec.get("output_dir", "runs"), spec.get("overrides", []))
-    model, train_ds, val_ds, evaluator = build(cfg, spec.get("dropout", 0.1),
-                                               spec.get("n_train", 24), spec.get("n_val", 10),
-                                               spec.get("evaluator", "plain"),
-                                               spec.get("norm", "layer"))
+    model, train_ds, val_ds, evaluator = build(
+        cfg,
+        spec.get("dropout", 0.1),
+        spec.get("n_train", 24),
+        spec.get("n_val", 10),
+        spec.get("evaluator", "plain"),
+        spec.get("norm", "layer"),
+    )
     hooks = [KillAt(int(spec["kill_at"]))] if spec.get("kill_at") else []
     run_dir = spec.get("run_dir")
     if run_dir:
         run_dir = run_dir.format(rank=info.rank)
-    trainer = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
-                      run_dir=run_dir, hooks=hooks)
+    trainer = Trainer(
+        cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator, run_dir=run_dir, hooks=hooks
+    )
     metrics = trainer.fit()
     if info.rank == 0 and spec.get("metrics_out"):
-        Path(spec["metrics_out"]).write_text(json.dumps({"neg_mse": float(metrics["neg_mse"]),
-                                                         "count": int(metrics["count"])}))
+        Path(spec["metrics_out"]).write_text(
+            json.dumps({"neg_mse": float(metrics["neg_mse"]), "count": int(metrics["count"])})
+        )
     distributed.cleanup()
     return 0
 

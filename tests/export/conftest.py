@@ -48,9 +48,18 @@ def _make_peaky(model: torch.nn.Module, images: list[torch.Tensor]) -> None:
 def detection_config():
     from percepta import config
 
-    return config.load(None, ["name=export_test", "task=detection", "model.name=centernet",
-                              "model.backbone=resnet18", f"model.input_size={INPUT_SIZE}",
-                              "model.num_classes=3", f"model.class_names=[{','.join(CLASS_NAMES)}]"])
+    return config.load(
+        None,
+        [
+            "name=export_test",
+            "task=detection",
+            "model.name=centernet",
+            "model.backbone=resnet18",
+            f"model.input_size={INPUT_SIZE}",
+            "model.num_classes=3",
+            f"model.class_names=[{','.join(CLASS_NAMES)}]",
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,9 +87,15 @@ def checkpoint(tmp_path_factory, detection_config, peaky_model) -> Path:
     from percepta import config
     from percepta.engine.checkpoint import FORMAT, VERSION, save_checkpoint
 
-    state = {"format": FORMAT, "version": VERSION, "percepta_version": percepta.__version__,
-             "task": "detection", "config": config.to_dict(detection_config),
-             "model": peaky_model.state_dict(), "iteration": 10}
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "percepta_version": percepta.__version__,
+        "task": "detection",
+        "config": config.to_dict(detection_config),
+        "model": peaky_model.state_dict(),
+        "iteration": 10,
+    }
     return save_checkpoint(state, tmp_path_factory.mktemp("ckpt") / "last.pt")
 
 
@@ -88,8 +103,13 @@ def checkpoint(tmp_path_factory, detection_config, peaky_model) -> Path:
 def onnx_full(tmp_path_factory, peaky_model) -> Path:
     from percepta.export.onnx import export_onnx
 
-    return export_onnx(peaky_model, tmp_path_factory.mktemp("onnx") / "full.onnx", decode="full",
-                       top_k=100, opset=17)
+    return export_onnx(
+        peaky_model,
+        tmp_path_factory.mktemp("onnx") / "full.onnx",
+        decode="full",
+        top_k=100,
+        opset=17,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +117,14 @@ def peaks_export(tmp_path_factory, checkpoint) -> dict:
     """``export_checkpoint(..., decode="peaks", check=False)``'s return value."""
     from percepta.export.onnx import export_checkpoint
 
-    return export_checkpoint(checkpoint, tmp_path_factory.mktemp("onnx") / "peaks.onnx",
-                             decode="peaks", top_k=100, opset=17, check=False)
+    return export_checkpoint(
+        checkpoint,
+        tmp_path_factory.mktemp("onnx") / "peaks.onnx",
+        decode="peaks",
+        top_k=100,
+        opset=17,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

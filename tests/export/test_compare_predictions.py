@@ -8,10 +8,13 @@ from percepta.export.runtime import compare_predictions
 
 
 def _pred() -> dict[str, torch.Tensor]:
-    return {"boxes": torch.tensor([[10.0, 10, 50, 40], [60, 5, 90, 30], [5, 60, 20, 90],
-                                   [30, 30, 40, 40]]),
-            "scores": torch.tensor([0.9, 0.5, 0.5, 0.2]),
-            "labels": torch.tensor([0, 1, 2, 1])}
+    return {
+        "boxes": torch.tensor(
+            [[10.0, 10, 50, 40], [60, 5, 90, 30], [5, 60, 20, 90], [30, 30, 40, 40]]
+        ),
+        "scores": torch.tensor([0.9, 0.5, 0.5, 0.2]),
+        "labels": torch.tensor([0, 1, 2, 1]),
+    }
 
 
 def _copy(p, **changes):

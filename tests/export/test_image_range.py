@@ -29,8 +29,12 @@ def _assert_same(a: list[dict], b: list[dict], min_detections: int = 5) -> None:
         total += len(pa["scores"])
         free = list(range(len(pb["scores"])))
         for box, score, label in zip(pa["boxes"], pa["scores"], pa["labels"]):
-            dist = [float((box - pb["boxes"][j]).abs().max()) if pb["labels"][j] == label
-                    else float("inf") for j in free]
+            dist = [
+                float((box - pb["boxes"][j]).abs().max())
+                if pb["labels"][j] == label
+                else float("inf")
+                for j in free
+            ]
             k = min(range(len(free)), key=dist.__getitem__)
             j = free.pop(k)
             assert dist[k] <= BOX_TOL, (box, pb["boxes"][j])
@@ -62,8 +66,9 @@ def test_float_image_with_0_255_values_is_refused(peaky_model, sample_images):
         peaky_model([sample_images[0].to(torch.int32)])
 
 
-def test_onnx_uint8_equals_float_over_255_and_pytorch(peaky_model, predictor_full, onnx_peaks,
-                                                      sample_images):
+def test_onnx_uint8_equals_float_over_255_and_pytorch(
+    peaky_model, predictor_full, onnx_peaks, sample_images
+):
     floats = _float_images(sample_images)
     with torch.no_grad():
         ref = peaky_model(sample_images)
@@ -93,16 +98,16 @@ def test_exported_graph_takes_float_0_1(peaky_model, onnx_full, predictor_full, 
     assert torch.allclose(boxes, dets[0, strong, :4] * peaky_model.stride, atol=BOX_TOL)
 
 
-def test_export_without_input_range_is_fed_0_255(peaky_model, onnx_full, sample_images,
-                                                 tmp_path):
+def test_export_without_input_range_is_fed_0_255(peaky_model, onnx_full, sample_images, tmp_path):
     """Exports written before the ``input_range`` key took 0-255: the predictor feeds them the
     unscaled canvas. Such a graph is made here from the current one by dividing its input by
     255 first, and the metadata key is removed."""
     proto = onnx.load(str(onnx_full))
     for node in proto.graph.node:
         node.input[:] = ["images_0_1" if name == "images" else name for name in node.input]
-    proto.graph.initializer.append(onnx.numpy_helper.from_array(
-        np.array(255.0, dtype=np.float32), "k255"))
+    proto.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.array(255.0, dtype=np.float32), "k255")
+    )
     proto.graph.node.insert(0, onnx.helper.make_node("Div", ["images", "k255"], ["images_0_1"]))
     keep = [p for p in proto.metadata_props if p.key != "input_range"]
     del proto.metadata_props[:]

@@ -27,15 +27,20 @@ from percepta.export.runtime import OnnxPredictor, compare_predictions
 
 CLASS_NAMES = ["circle", "square", "triangle"]  # as in conftest.py
 INPUT_SIZE = 128
-SHARED_DATA = Path(os.environ.get("PERCEPTA_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get(
+        "PERCEPTA_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    )
+)
 
 
 def _as_dicts(boxes, scores, labels, threshold: float) -> list[dict[str, torch.Tensor]]:
     """Per-image dicts of the detections scoring above ``threshold`` (as postprocess keeps)."""
     boxes, scores, labels = (torch.as_tensor(np.asarray(v)) for v in (boxes, scores, labels))
-    return [{"boxes": b[s > threshold], "scores": s[s > threshold], "labels": lab[s > threshold]}
-            for b, s, lab in zip(boxes, scores, labels)]
+    return [
+        {"boxes": b[s > threshold], "scores": s[s > threshold], "labels": lab[s > threshold]}
+        for b, s, lab in zip(boxes, scores, labels)
+    ]
 
 
 def _assert_ok(parity: dict, min_detections: int = 1) -> None:
@@ -51,8 +56,16 @@ def test_checker_metadata_and_graph_contents(onnx_full, onnx_peaks):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["class_names"]) == CLASS_NAMES
     assert (meta["input_size"], meta["stride"], meta["top_k"], meta["decode"]) == (
-        str(INPUT_SIZE), "4", "100", "full")
-    assert meta["task"] == "detection" and meta["percepta_version"] and meta["input_dtype"] == "float32"
+        str(INPUT_SIZE),
+        "4",
+        "100",
+        "full",
+    )
+    assert (
+        meta["task"] == "detection"
+        and meta["percepta_version"]
+        and meta["input_dtype"] == "float32"
+    )
     # the whole decode is in the graph: peak picking, top-K, gathering
     ops = {n.op_type for n in proto.graph.node}
     assert {"MaxPool", "Equal", "TopK", "GatherElements", "Sigmoid", "Conv"} <= ops
@@ -61,8 +74,11 @@ def test_checker_metadata_and_graph_contents(onnx_full, onnx_peaks):
     assert dims == ["batch", 3, "height", "width"]
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     outs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
-    assert outs == {"boxes": onnx.TensorProto.FLOAT, "scores": onnx.TensorProto.FLOAT,
-                    "labels": onnx.TensorProto.INT64}
+    assert outs == {
+        "boxes": onnx.TensorProto.FLOAT,
+        "scores": onnx.TensorProto.FLOAT,
+        "labels": onnx.TensorProto.INT64,
+    }
 
     peaks = onnx.load(str(onnx_peaks))
     onnx.checker.check_model(peaks)
@@ -80,7 +96,9 @@ def test_parity_batch_1_and_2(peaky_model, onnx_full, predictor_full, sample_ima
     pred = predictor_full(sample_images[:2])
     assert len(pred) == 2 and pred[0]["labels"].dtype == torch.int64
     h, w = sample_images[1].shape[1:]
-    assert float(pred[1]["boxes"][:, 0::2].max()) <= w and float(pred[1]["boxes"][:, 1::2].max()) <= h
+    assert (
+        float(pred[1]["boxes"][:, 0::2].max()) <= w and float(pred[1]["boxes"][:, 1::2].max()) <= h
+    )
     assert float(pred[1]["scores"].min()) > peaky_model.score_threshold
 
 
@@ -97,9 +115,12 @@ def test_dynamic_axes_two_sizes(peaky_model, onnx_full, predictor_full):
         with torch.no_grad():
             ref = graph(x)
         t = peaky_model.score_threshold
-        res = compare_predictions(_as_dicts(*ref, t), _as_dicts(out["boxes"], out["scores"],
-                                                                 out["labels"], t),
-                                  score_threshold=t, top_k=100)
+        res = compare_predictions(
+            _as_dicts(*ref, t),
+            _as_dicts(out["boxes"], out["scores"], out["labels"], t),
+            score_threshold=t,
+            top_k=100,
+        )
         _assert_ok(res, 10 * x.shape[0])
     # the predictor letterboxing into another canvas = the model with that input_size
     other = OnnxPredictor(onnx_full, input_size=96)
@@ -166,8 +187,11 @@ def test_parity_on_tiny_coco(peaky_model, predictor_full):
 def test_deformable_model_refused(tmp_path, peaky_model, monkeypatch):
     from percepta.detection.centernet import CenterNetConfig, build_centernet
 
-    deform = build_centernet(CenterNetConfig(num_classes=2, input_size=64, deform=True,
-                                             neck_channels=[32, 16, 8], head_conv=8))
+    deform = build_centernet(
+        CenterNetConfig(
+            num_classes=2, input_size=64, deform=True, neck_channels=[32, 16, 8], head_conv=8
+        )
+    )
     with pytest.raises(ExportError, match="deformable"):
         export_onnx(deform, tmp_path / "d.onnx")
     assert not (tmp_path / "d.onnx").exists()
@@ -205,8 +229,23 @@ def test_non_detection_checkpoint_and_bad_options_refused(checkpoint, tmp_path):
 
 def test_cli_export_end_to_end(checkpoint, tmp_path, capsys, sample_images):
     out = tmp_path / "exported" / "model.onnx"
-    assert cli.main(["export", str(checkpoint), "--format", "onnx", "--out", str(out),
-                     "--top-k", "50", "--opset", "17"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                str(checkpoint),
+                "--format",
+                "onnx",
+                "--out",
+                str(out),
+                "--top-k",
+                "50",
+                "--opset",
+                "17",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "onnx.checker: ok" in text and "-> ok" in text, text
     predictor = OnnxPredictor(out)

@@ -39,15 +39,16 @@ class _PeaksModule(torch.nn.Module):
 def test_peaks_only_equals_eq_mask_above_the_leak_scale():
     heat = _maps()
     ours, ref = peaks_only(heat), _eq_peaks(heat)
-    strong = heat >= 2 ** -6
+    strong = heat >= 2**-6
     # Above the leak scale the same pixels are peaks (exact) with the same values: bit-identical
     # on the machines we know, asserted to 1e-6 relative (float32 kernels may differ by an ulp
     # between CPUs; a leak or a lost peak is >= 2^-6, far above that).
     assert torch.equal(ours[strong] > 0, ref[strong] > 0)
     torch.testing.assert_close(ours[strong], ref[strong], rtol=1e-6, atol=0)
     assert float((ours - ref).abs().max()) <= LEAK_BOUND
-    torch.testing.assert_close(ours[0, 0, 10:13, 10:13], torch.full((3, 3), 0.75),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        ours[0, 0, 10:13, 10:13], torch.full((3, 3), 0.75), rtol=1e-6, atol=0
+    )
     assert int((ref > 0).sum()) > 50
 
 
@@ -77,9 +78,16 @@ def test_fp16_pitfall_is_avoided():
 def test_peaks_only_in_onnxruntime_matches_pytorch(tmp_path):
     path = tmp_path / "peaks_only.onnx"
     heat = _maps(2)
-    torch.onnx.export(_PeaksModule(), (heat,), str(path), dynamo=False, opset_version=17,
-                      input_names=["heat"], output_names=["peaks"],
-                      dynamic_axes={"heat": {0: "b", 2: "h", 3: "w"}})
+    torch.onnx.export(
+        _PeaksModule(),
+        (heat,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["heat"],
+        output_names=["peaks"],
+        dynamic_axes={"heat": {0: "b", 2: "h", 3: "w"}},
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for x in (heat, _maps(3)[:, :, :20, :33]):
         (got,) = sess.run(None, {"heat": x.numpy()})
@@ -88,7 +96,7 @@ def test_peaks_only_in_onnxruntime_matches_pytorch(tmp_path):
         want = peaks_only(x).numpy()
         np.testing.assert_array_equal(got > 0, want > 0)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
-        strong = (x >= 2 ** -6).numpy()
+        strong = (x >= 2**-6).numpy()
         ref = _eq_peaks(x).numpy()[strong]
         np.testing.assert_array_equal(got[strong] > 0, ref > 0)
         np.testing.assert_allclose(got[strong], ref, rtol=1e-6, atol=0)

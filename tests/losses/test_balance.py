@@ -47,7 +47,9 @@ def test_all_terms_zero_gives_a_zero_total():
 def test_unmatched_terms_are_added_unscaled_or_pinned_to_the_default():
     terms = {"loss_heatmap": torch.tensor(3.0), "loss_extra": torch.tensor(5.0)}
     assert float(FixedValueBalance({"heatmap": 1.0})(terms)) == pytest.approx(6.0)
-    assert float(FixedValueBalance({"heatmap": 1.0}, default_target=0.5)(terms)) == pytest.approx(1.5)
+    assert float(FixedValueBalance({"heatmap": 1.0}, default_target=0.5)(terms)) == pytest.approx(
+        1.5
+    )
 
 
 def test_matching_prefers_exact_key_then_longest_pattern():

@@ -34,7 +34,7 @@ def test_peak_map_counts_plateau_ties_as_peaks():
 def test_heatmap_mse_is_the_mean_over_all_elements():
     s = torch.tensor([[[[0.5, 0.0], [0.0, 0.1]]]])
     t = torch.tensor([[[[0.3, 0.0], [0.0, 0.5]]]])
-    assert float(kd_heatmap_loss(s, t)) == pytest.approx((0.2 ** 2 + 0.4 ** 2) / 4)
+    assert float(kd_heatmap_loss(s, t)) == pytest.approx((0.2**2 + 0.4**2) / 4)
     with pytest.raises(ValueError, match="differ"):
         kd_heatmap_loss(s, t[..., :1])
 

@@ -79,8 +79,9 @@ class ToyBoxesDataset(Dataset):
     """``(image uint8 [3,16,16], target)`` with ``boxes``/``labels`` (the class = the box's
     bright channel) on dim noise; boxes sit in distinct 5-pixel columns, so none overlap."""
 
-    def __init__(self, num_images: int = 24, seed: int = 0, min_boxes: int = 1,
-                 max_boxes: int = 3) -> None:
+    def __init__(
+        self, num_images: int = 24, seed: int = 0, min_boxes: int = 1, max_boxes: int = 3
+    ) -> None:
         g = torch.Generator().manual_seed(1000 + seed)
         self.images, self.targets = [], []
         for i in range(num_images):
@@ -93,8 +94,8 @@ class ToyBoxesDataset(Dataset):
                 y0 = int(torch.randint(0, SIZE - 5, (1,), generator=g))
                 w, h = 4, int(torch.randint(4, SIZE - y0 + 1, (1,), generator=g))
                 label = int(torch.randint(0, len(CLASS_NAMES), (1,), generator=g))
-                img[:, y0:y0 + h, x0:x0 + w] = 30
-                img[label, y0:y0 + h, x0:x0 + w] = 220
+                img[:, y0 : y0 + h, x0 : x0 + w] = 30
+                img[label, y0 : y0 + h, x0 : x0 + w] = 220
                 boxes.append([x0, y0, x0 + w, y0 + h])
                 labels.append(label)
             self.images.append(img)
@@ -108,8 +109,9 @@ class ToyBoxesDataset(Dataset):
         return self.images[i].clone(), dict(self.targets[i])
 
 
-def build_toy_boxes_data(opts: ToyBoxesDataOptions, root: str = ".",
-                         train: bool = True) -> ToyBoxesDataset:
+def build_toy_boxes_data(
+    opts: ToyBoxesDataOptions, root: str = ".", train: bool = True
+) -> ToyBoxesDataset:
     """Given-boxes toy data (test only)."""
     seed = opts.seed if opts.seed >= 0 else (0 if train else 1)
     return ToyBoxesDataset(opts.num_images, seed, opts.min_boxes, opts.max_boxes)
@@ -138,36 +140,50 @@ class ToyBoxesModel(nn.Module):
 
     inference_inputs = ("boxes", "labels")
 
-    def __init__(self, num_classes: int, class_names: Sequence[str] = (), width: int = 16,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] = (),
+        width: int = 16,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.num_classes, self.class_names = int(num_classes), list(class_names)
-        self.mlp = nn.Sequential(nn.Linear(3 * 4 + 4, width), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(width, num_classes))
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * 4 + 4, width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, num_classes),
+        )
 
     def box_logits(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Logits ``[K, C]`` for the XYXY ``boxes [K,4]`` of one ``[3,H,W]`` image."""
         boxes = torch.as_tensor(boxes).as_subclass(torch.Tensor).float().reshape(-1, 4)
         x = _pixels(image).unsqueeze(0)
-        feats = roi_align(x, [boxes], output_size=2, spatial_scale=1.0, sampling_ratio=2,
-                          aligned=True).flatten(1)
+        feats = roi_align(
+            x, [boxes], output_size=2, spatial_scale=1.0, sampling_ratio=2, aligned=True
+        ).flatten(1)
         h, w = image.shape[-2:]
         geometry = boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
         return self.mlp(torch.cat([feats, geometry], dim=1))
 
-    def forward(self, images: Sequence[torch.Tensor],
-                targets: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    def forward(
+        self, images: Sequence[torch.Tensor], targets: Sequence[Mapping[str, Any]] | None = None
+    ) -> Any:
         if targets is None or any("boxes" not in t for t in targets):
-            raise DataError("ToyBoxesModel classifies given boxes: call it as model(images, "
-                            "inputs) with inputs[i]['boxes'] (it has no detector)")
+            raise DataError(
+                "ToyBoxesModel classifies given boxes: call it as model(images, "
+                "inputs) with inputs[i]['boxes'] (it has no detector)"
+            )
         if self.training:
             per_image = []
             for image, t in zip(images, targets):
                 logits = self.box_logits(image, t["boxes"])
                 labels = torch.as_tensor(t["labels"]).as_subclass(torch.Tensor).long()
                 # an image without boxes contributes 0 (and keeps the graph: empty sum)
-                per_image.append(F.cross_entropy(logits, labels, reduction="sum")
-                                 / max(len(labels), 1))
+                per_image.append(
+                    F.cross_entropy(logits, labels, reduction="sum") / max(len(labels), 1)
+                )
             return {"loss_cls": torch.stack(per_image).mean()}
         out = []
         for image, t in zip(images, targets):
@@ -181,8 +197,10 @@ class ToyBoxesModel(nn.Module):
 def build_toy_boxes_model(opts: ToyBoxesModelOptions) -> ToyBoxesModel:
     """Given-boxes classifier (PredCls-like, test only)."""
     if opts.num_classes < 1:
-        raise PerceptaError(f"model.num_classes must be >= 1 (got {opts.num_classes}); it is "
-                            "filled from the dataset's meta when built with a dataset")
+        raise PerceptaError(
+            f"model.num_classes must be >= 1 (got {opts.num_classes}); it is "
+            "filled from the dataset's meta when built with a dataset"
+        )
     return ToyBoxesModel(opts.num_classes, opts.class_names, opts.width, opts.dropout)
 
 
@@ -198,25 +216,32 @@ class ToyAccuracy(Evaluator):
         self.add_state("correct", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, preds: Sequence[Mapping[str, Any]],
-               targets: Sequence[Mapping[str, Any]]) -> None:  # type: ignore[override]
+    def update(
+        self, preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    ) -> None:  # type: ignore[override]
         for p, t in zip(preds, targets, strict=True):
             want = torch.as_tensor(t["labels"]).reshape(-1).to(self.correct.device)
             got = torch.as_tensor(p["labels"]).reshape(-1).to(self.correct.device)
             if got.shape != want.shape:
-                raise DataError(f"image {t.get('image_id')}: {len(got)} predicted labels for "
-                                f"{len(want)} given boxes")
+                raise DataError(
+                    f"image {t.get('image_id')}: {len(got)} predicted labels for "
+                    f"{len(want)} given boxes"
+                )
             self.correct += (got == want).sum()
             self.total += len(want)
 
     def compute(self) -> dict[str, Any]:
         total = int(self.total)
-        return {"accuracy": int(self.correct) / total if total else float("nan"),
-                "num_boxes": total}
+        return {
+            "accuracy": int(self.correct) / total if total else float("nan"),
+            "num_boxes": total,
+        }
 
     def format_table(self, metrics: Mapping[str, Any]) -> str:
-        return (f"| accuracy | {float(metrics['accuracy']):.4f} |\n"
-                f"| boxes    | {int(metrics['num_boxes'])} |")
+        return (
+            f"| accuracy | {float(metrics['accuracy']):.4f} |\n"
+            f"| boxes    | {int(metrics['num_boxes'])} |"
+        )
 
 
 def build_toy_accuracy(options: Any, dataset: Any) -> ToyAccuracy:
@@ -247,8 +272,11 @@ class ToyPairsDataset(Dataset):
             d = float(torch.rand((), generator=g))
             noise = (torch.rand((3, SIZE, SIZE), generator=g) * 2 - 1) * 60 * d
             img = (ref + noise).round().clamp(0, 255).to(torch.uint8)
-            target: dict[str, Any] = {"image_id": i, "orig_size": (SIZE, SIZE),
-                                      "score": torch.tensor(1.0 - d, dtype=torch.float32)}
+            target: dict[str, Any] = {
+                "image_id": i,
+                "orig_size": (SIZE, SIZE),
+                "score": torch.tensor(1.0 - d, dtype=torch.float32),
+            }
             if with_reference:
                 target["reference"] = ref.to(torch.uint8)
             self.items.append((img, target))
@@ -262,8 +290,9 @@ class ToyPairsDataset(Dataset):
         return img.clone(), dict(target)
 
 
-def build_toy_pairs_data(opts: ToyPairsDataOptions, root: str = ".",
-                         train: bool = True) -> ToyPairsDataset:
+def build_toy_pairs_data(
+    opts: ToyPairsDataOptions, root: str = ".", train: bool = True
+) -> ToyPairsDataset:
     """Reference/distorted image pairs with a score (test only)."""
     seed = opts.seed if opts.seed >= 0 else (0 if train else 1)
     return ToyPairsDataset(opts.num_images, seed, opts.with_reference)
@@ -281,8 +310,10 @@ class ToyPairsModelOptions:
 
 def _references(targets: Sequence[Mapping[str, Any]] | None, who: str) -> list[torch.Tensor]:
     if targets is None or any("reference" not in t for t in targets):
-        raise DataError(f"{who} is a full-reference model: call it as model(images, inputs) "
-                        "with inputs[i]['reference'] (the pristine image)")
+        raise DataError(
+            f"{who} is a full-reference model: call it as model(images, inputs) "
+            "with inputs[i]['reference'] (the pristine image)"
+        )
     return [t["reference"] for t in targets]
 
 
@@ -299,11 +330,13 @@ class ToyPairsModel(nn.Module):
     def __init__(self, score_range: Sequence[float], width: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         self.low, self.high = float(score_range[0]), float(score_range[1])
-        self.mlp = nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(width, 1))
+        self.mlp = nn.Sequential(
+            nn.Linear(6, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1)
+        )
 
-    def predict_scores(self, images: Sequence[torch.Tensor],
-                       references: Sequence[torch.Tensor]) -> torch.Tensor:
+    def predict_scores(
+        self, images: Sequence[torch.Tensor], references: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         """Scores ``[B]`` (differentiable) of ``images`` against ``references``."""
         feats = []
         for image, ref in zip(images, references, strict=True):
@@ -312,8 +345,9 @@ class ToyPairsModel(nn.Module):
         s = torch.sigmoid(self.mlp(torch.stack(feats)).squeeze(1))
         return self.low + (self.high - self.low) * s
 
-    def forward(self, images: Sequence[torch.Tensor],
-                targets: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    def forward(
+        self, images: Sequence[torch.Tensor], targets: Sequence[Mapping[str, Any]] | None = None
+    ) -> Any:
         scores = self.predict_scores(images, _references(targets, type(self).__name__))
         if self.training:
             y = torch.stack([torch.as_tensor(t["score"]).float() for t in targets])
@@ -324,8 +358,10 @@ class ToyPairsModel(nn.Module):
 def build_toy_pairs_model(opts: ToyPairsModelOptions) -> ToyPairsModel:
     """Full-reference image-pair scorer (test only)."""
     if len(opts.score_range) != 2:
-        raise PerceptaError(f"model.score_range must be [low, high] (got {opts.score_range}); "
-                            "it is filled from the dataset's meta when built with a dataset")
+        raise PerceptaError(
+            f"model.score_range must be [low, high] (got {opts.score_range}); "
+            "it is filled from the dataset's meta when built with a dataset"
+        )
     return ToyPairsModel(opts.score_range, opts.width, opts.dropout)
 
 
@@ -350,8 +386,9 @@ class ToyPairsWrapper(nn.Module):
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.bias = nn.Parameter(torch.tensor(0.0))
 
-    def forward(self, images: Sequence[torch.Tensor],
-                targets: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    def forward(
+        self, images: Sequence[torch.Tensor], targets: Sequence[Mapping[str, Any]] | None = None
+    ) -> Any:
         refs = _references(targets, type(self).__name__)
         scores = self.scale * self.inner.predict_scores(images, refs) + self.bias
         if self.training:
@@ -364,20 +401,24 @@ def resolve_wrapper(opts: ToyPairsWrapperOptions, facts: Any) -> ToyPairsWrapper
     """Complete the inner section from the data facts too (``fill_options`` fills only the
     top level); refuse a missing inner section or an inner model of another task."""
     if opts.inner is None:
-        raise ConfigError("model.inner: give the wrapped model's section, e.g. "
-                          "model.inner.name=toy_pairs_model")
+        raise ConfigError(
+            "model.inner: give the wrapped model's section, e.g. model.inner.name=toy_pairs_model"
+        )
     task = MODELS.entry(opts.inner.name).task
     if task != TASK_PAIRS:
-        raise ConfigError(f"model.inner.name={opts.inner.name!r} is a {task!r} model; "
-                          f"toy_pairs_wrapper wraps a {TASK_PAIRS} model")
+        raise ConfigError(
+            f"model.inner.name={opts.inner.name!r} is a {task!r} model; "
+            f"toy_pairs_wrapper wraps a {TASK_PAIRS} model"
+        )
     return dataclasses.replace(opts, inner=fill_options(opts.inner, facts))
 
 
 def build_toy_pairs_wrapper(opts: ToyPairsWrapperOptions) -> ToyPairsWrapper:
     """Calibrated wrapper around another toy_pairs model (nested section, test only)."""
     if opts.inner is None:
-        raise ConfigError("model.inner: give the wrapped model's section, e.g. "
-                          "model.inner.name=toy_pairs_model")
+        raise ConfigError(
+            "model.inner: give the wrapped model's section, e.g. model.inner.name=toy_pairs_model"
+        )
     inner = MODELS.get(opts.inner.name)(opts.inner)
     return ToyPairsWrapper(inner, opts.init_scale)
 
@@ -394,11 +435,13 @@ class ToyRMSE(Evaluator):
         self.add_state("abs", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, preds: Sequence[Mapping[str, Any]],
-               targets: Sequence[Mapping[str, Any]]) -> None:  # type: ignore[override]
+    def update(
+        self, preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    ) -> None:  # type: ignore[override]
         for p, t in zip(preds, targets, strict=True):
-            err = (torch.as_tensor(p["score"]).double().to(self.sq.device)
-                   - torch.as_tensor(t["score"]).double().to(self.sq.device))
+            err = torch.as_tensor(p["score"]).double().to(self.sq.device) - torch.as_tensor(
+                t["score"]
+            ).double().to(self.sq.device)
             self.sq += err * err
             self.abs += err.abs()
             self.n += 1
@@ -423,19 +466,29 @@ def register() -> None:
     """Register the toy tasks' components (idempotent: the same objects are a no-op)."""
     DATASETS.add("toy_boxes_data", build_toy_boxes_data, options=ToyBoxesDataOptions)
     DATASETS.add("toy_pairs_data", build_toy_pairs_data, options=ToyPairsDataOptions)
-    MODELS.add("toy_boxes_model", build_toy_boxes_model, options=ToyBoxesModelOptions,
-               task=TASK_BOXES)
-    MODELS.add("toy_pairs_model", build_toy_pairs_model, options=ToyPairsModelOptions,
-               task=TASK_PAIRS)
-    MODELS.add("toy_pairs_wrapper", build_toy_pairs_wrapper, options=ToyPairsWrapperOptions,
-               task=TASK_PAIRS, resolve=resolve_wrapper)
+    MODELS.add(
+        "toy_boxes_model", build_toy_boxes_model, options=ToyBoxesModelOptions, task=TASK_BOXES
+    )
+    MODELS.add(
+        "toy_pairs_model", build_toy_pairs_model, options=ToyPairsModelOptions, task=TASK_PAIRS
+    )
+    MODELS.add(
+        "toy_pairs_wrapper",
+        build_toy_pairs_wrapper,
+        options=ToyPairsWrapperOptions,
+        task=TASK_PAIRS,
+        resolve=resolve_wrapper,
+    )
     EVALUATORS.add("toy_accuracy", build_toy_accuracy)
     EVALUATORS.add("toy_rmse", build_toy_rmse)
 
 
 def unregister() -> None:
     """Remove everything :func:`register` added (so other tests see the shipped registry)."""
-    for registry, names in ((DATASETS, DATASET_NAMES), (MODELS, MODEL_NAMES),
-                            (EVALUATORS, EVALUATOR_NAMES)):
+    for registry, names in (
+        (DATASETS, DATASET_NAMES),
+        (MODELS, MODEL_NAMES),
+        (EVALUATORS, EVALUATOR_NAMES),
+    ):
         for name in names:
             registry.remove(name)

@@ -19,7 +19,9 @@ def files(tmp_path):
     pred = tmp_path / "pred.csv"
     pred.write_text("image,score\n" + "".join(f"{i},{v!r}\n" for i, v in zip(ids, CASE["pred"])))
     mos = tmp_path / "mos.json"  # records, in reverse order: pairing is by id, not position
-    mos.write_text(json.dumps([{"image": i, "mos": v} for i, v in reversed(list(zip(ids, CASE["mos"])))]))
+    mos.write_text(
+        json.dumps([{"image": i, "mos": v} for i, v in reversed(list(zip(ids, CASE["mos"])))])
+    )
     return pred, mos
 
 
@@ -27,8 +29,17 @@ def test_json_output_matches_reference(files, capsys):
     pred, mos = files
     assert main(["score", "quality", "--pred", str(pred), "--mos", str(mos), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("n", "srocc", "krocc", "plcc", "rmse", "plcc_logistic4", "rmse_logistic4",
-                "plcc_logistic5", "rmse_logistic5"):
+    for key in (
+        "n",
+        "srocc",
+        "krocc",
+        "plcc",
+        "rmse",
+        "plcc_logistic4",
+        "rmse_logistic4",
+        "plcc_logistic5",
+        "rmse_logistic5",
+    ):
         assert key in out
     exp, tol = CASE["expected"], CASE["tolerance"]
     assert out["n"] == 50
@@ -36,15 +47,30 @@ def test_json_output_matches_reference(files, capsys):
     assert out["krocc"] == pytest.approx(exp["krocc"], abs=tol["krocc"])
     assert out["plcc"] == pytest.approx(exp["plcc"], abs=tol["plcc"])
     assert out["rmse"] == pytest.approx(exp["rmse_no_fit"], abs=tol["rmse_no_fit"])
-    assert out["plcc_logistic4"] == pytest.approx(exp["logistic4"]["plcc"], abs=tol["logistic4_plcc"])
-    assert out["rmse_logistic5"] == pytest.approx(exp["logistic5"]["rmse"], abs=tol["logistic5_rmse"])
+    assert out["plcc_logistic4"] == pytest.approx(
+        exp["logistic4"]["plcc"], abs=tol["logistic4_plcc"]
+    )
+    assert out["rmse_logistic5"] == pytest.approx(
+        exp["logistic5"]["rmse"], abs=tol["logistic5_rmse"]
+    )
 
 
 def test_table_and_plot(files, tmp_path, capsys):
     pred, mos = files
     png = tmp_path / "out" / "scatter.png"
-    rc = main(["score", "quality", "--pred", str(pred), "--mos", str(mos), "--lower-is-better",
-               "--plot", str(png)])
+    rc = main(
+        [
+            "score",
+            "quality",
+            "--pred",
+            str(pred),
+            "--mos",
+            str(mos),
+            "--lower-is-better",
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "SROCC" in text and "logistic5" in text and "DMOS" in text
@@ -65,18 +91,26 @@ def test_constant_predictions_print_null_and_warning(tmp_path, capsys):
     assert "warning: constant predictions" in cap.err
 
 
-@pytest.mark.parametrize("pred_text,mos_text,pattern", [
-    ("image,score\na,1\nb,2\n", "image,mos\na,1\nc,2\n",
-     "missing from predictions .*'c'.*missing from MOS file .*'b'"),
-    ("image,score\na,1\na,2\n", "image,mos\na,1\n", "line 3: duplicate image id 'a'"),
-    ("image,pred\na,1\n", "image,mos\na,1\n", "header has no column 'score'"),
-])
+@pytest.mark.parametrize(
+    "pred_text,mos_text,pattern",
+    [
+        (
+            "image,score\na,1\nb,2\n",
+            "image,mos\na,1\nc,2\n",
+            "missing from predictions .*'c'.*missing from MOS file .*'b'",
+        ),
+        ("image,score\na,1\na,2\n", "image,mos\na,1\n", "line 3: duplicate image id 'a'"),
+        ("image,pred\na,1\n", "image,mos\na,1\n", "header has no column 'score'"),
+    ],
+)
 def test_bad_input_is_one_error_line(tmp_path, capsys, pred_text, mos_text, pattern):
     import re
 
     (tmp_path / "p.csv").write_text(pred_text)
     (tmp_path / "m.csv").write_text(mos_text)
-    rc = main(["score", "quality", "--pred", str(tmp_path / "p.csv"), "--mos", str(tmp_path / "m.csv")])
+    rc = main(
+        ["score", "quality", "--pred", str(tmp_path / "p.csv"), "--mos", str(tmp_path / "m.csv")]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("error: ") and "Traceback" not in err

@@ -30,8 +30,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         sl = slice(0, 20) if rank == 0 else slice(20, 30)
         ev.update(torch.tensor(X[sl]), [{"score": float(v)} for v in Y[sl]])
         res = ev.compute()
-        torch.save({k: res[k] for k in ("n", "srocc", "krocc", "plcc", "plcc_logistic4")},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {k: res[k] for k in ("n", "srocc", "krocc", "plcc", "plcc_logistic4")},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -45,8 +47,9 @@ def _free_port() -> int:
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
 def test_two_processes_agree_with_single_process(tmp_path):
     # fork: the children reuse the imported modules (spawn would re-import torch twice)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     ref = quality_metrics(X, Y, fit="logistic4")
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")

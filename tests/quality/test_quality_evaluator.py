@@ -32,9 +32,13 @@ def test_batches_and_input_types_are_equivalent():
     whole = QualityEvaluator(fit="raw")
     whole.update(torch.tensor(X), torch.tensor(Y))
     parts = QualityEvaluator(fit="raw")
-    parts.update([{"score": torch.tensor(v, dtype=torch.float64)} for v in X[:10]],
-                 [{"score": float(v)} for v in Y[:10]])
-    parts.update({"score": torch.tensor(X[10:25])}, {"score": torch.tensor(Y[10:25])})  # one dict, [B] scores
+    parts.update(
+        [{"score": torch.tensor(v, dtype=torch.float64)} for v in X[:10]],
+        [{"score": float(v)} for v in Y[:10]],
+    )
+    parts.update(
+        {"score": torch.tensor(X[10:25])}, {"score": torch.tensor(Y[10:25])}
+    )  # one dict, [B] scores
     parts.update(list(X[25:]), tuple(Y[25:]))
     a, b = whole.compute(), parts.compute()
     assert a["n"] == b["n"] == 40
@@ -45,15 +49,20 @@ def test_batches_and_input_types_are_equivalent():
 def test_float32_tensors_are_accepted():
     ev = QualityEvaluator(fit="raw")
     ev.update(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32))
-    assert ev.compute()["srocc"] == pytest.approx(quality_metrics(X, Y, fit="raw")["srocc"], abs=1e-6)
+    assert ev.compute()["srocc"] == pytest.approx(
+        quality_metrics(X, Y, fit="raw")["srocc"], abs=1e-6
+    )
 
 
-@pytest.mark.parametrize("fit,present,absent", [
-    (None, ["plcc_logistic4", "rmse_logistic5", "logistic4_params", "logistic5_params"], []),
-    ("logistic4", ["plcc_logistic4", "rmse_logistic4"], ["plcc_logistic5"]),
-    ("logistic5", ["plcc_logistic5", "rmse_logistic5"], ["plcc_logistic4"]),
-    ("raw", ["srocc", "krocc", "plcc", "rmse"], ["plcc_logistic4", "plcc_logistic5"]),
-])
+@pytest.mark.parametrize(
+    "fit,present,absent",
+    [
+        (None, ["plcc_logistic4", "rmse_logistic5", "logistic4_params", "logistic5_params"], []),
+        ("logistic4", ["plcc_logistic4", "rmse_logistic4"], ["plcc_logistic5"]),
+        ("logistic5", ["plcc_logistic5", "rmse_logistic5"], ["plcc_logistic4"]),
+        ("raw", ["srocc", "krocc", "plcc", "rmse"], ["plcc_logistic4", "plcc_logistic5"]),
+    ],
+)
 def test_fit_option_selects_keys(fit, present, absent):
     out = quality_metrics(X, Y, fit=fit)
     for k in present:
@@ -89,7 +98,9 @@ def test_reset_and_merge_state_concatenate():
     a.update(X[:20], Y[:20])
     b.update(X[20:], Y[20:])
     a.merge_state(b)  # what DDP's "cat" reduction does across processes
-    assert a.compute()["srocc"] == pytest.approx(quality_metrics(X, Y, fit="raw")["srocc"], abs=1e-12)
+    assert a.compute()["srocc"] == pytest.approx(
+        quality_metrics(X, Y, fit="raw")["srocc"], abs=1e-12
+    )
     a.reset()
     a.update(X[:5], Y[:5])
     assert a.compute()["n"] == 5
@@ -162,7 +173,9 @@ def test_registered_with_options():
     with pytest.raises(TypeError, match="QualityEvaluatorOptions"):
         build_quality_evaluator({"fit": "raw"}, None)  # options are one dataclass type
     assert (ev.primary_metric, ev.higher_is_better) == ("srocc", True)
-    assert QualityEvaluator.higher_is_better is True  # torchmetrics' meaning: higher SROCC is better
+    assert (
+        QualityEvaluator.higher_is_better is True
+    )  # torchmetrics' meaning: higher SROCC is better
 
 
 @dataclasses.dataclass
@@ -175,7 +188,9 @@ def test_config_section_validates():
     from percepta.registry import MODELS
 
     if "quality_eval_toy_model" not in MODELS:
-        MODELS.add("quality_eval_toy_model", lambda cfg: cfg, options=_ToyModelOptions, help="test model")
+        MODELS.add(
+            "quality_eval_toy_model", lambda cfg: cfg, options=_ToyModelOptions, help="test model"
+        )
     base = ["model.name=quality_eval_toy_model", "evaluator.name=quality"]
     cfg = C.load(None, [*base, "evaluator.fit=logistic5", "evaluator.higher_is_better=false"])
     opts = C.section_object(cfg.evaluator)

@@ -37,7 +37,7 @@ def _avg_ranks(v: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
@@ -58,7 +58,9 @@ def test_numpy_formulas_and_torchmetrics_on_tied_data():
     y = rng.integers(1, 6, size=60).astype(float)
     x = np.round(0.6 * y + rng.normal(0, 0.8, size=60))  # heavy ties in both
     r = correlations(x, y)
-    assert r["srocc"] == pytest.approx(float(np.corrcoef(_avg_ranks(x), _avg_ranks(y))[0, 1]), abs=1e-12)
+    assert r["srocc"] == pytest.approx(
+        float(np.corrcoef(_avg_ranks(x), _avg_ranks(y))[0, 1]), abs=1e-12
+    )
     assert r["krocc"] == pytest.approx(_tau_b(x, y), abs=1e-12)
     assert r["plcc"] == pytest.approx(float(np.corrcoef(x, y)[0, 1]), abs=1e-12)
     assert r["rmse"] == pytest.approx(float(np.sqrt(np.mean((x - y) ** 2))), abs=1e-12)
@@ -67,11 +69,14 @@ def test_numpy_formulas_and_torchmetrics_on_tied_data():
     assert r["krocc"] == pytest.approx(float(kendall_rank_corrcoef(xt, yt, variant="b")), abs=1e-6)
 
 
-@pytest.mark.parametrize("kind,params,x_range", [
-    ("logistic4", [80.0, 10.0, 0.4, 0.12], (0.0, 1.0)),  # increasing, SSIM-like x, MOS 0-100
-    ("logistic4", [1.0, 5.0, 1500.0, 90.0], (1100.0, 1850.0)),  # decreasing, Elo-like x
-    ("logistic5", [3.0, 12.0, 0.5, 1.5, 2.0], (0.0, 1.0)),
-])
+@pytest.mark.parametrize(
+    "kind,params,x_range",
+    [
+        ("logistic4", [80.0, 10.0, 0.4, 0.12], (0.0, 1.0)),  # increasing, SSIM-like x, MOS 0-100
+        ("logistic4", [1.0, 5.0, 1500.0, 90.0], (1100.0, 1850.0)),  # decreasing, Elo-like x
+        ("logistic5", [3.0, 12.0, 0.5, 1.5, 2.0], (0.0, 1.0)),
+    ],
+)
 def test_recovers_noise_free_curve(kind, params, x_range):
     x = np.linspace(*x_range, 40)
     y = (logistic4 if kind == "logistic4" else logistic5)(x, *params)
@@ -87,10 +92,19 @@ def _customary_starts(kind, x, y):
     """Starting points of the usual evaluation scripts, in original units (see the notes)."""
     mx, sx, my = x.mean(), x.std(), y.mean()
     if kind == "logistic4":  # pyiqa, VIDEVAL, +-std, median
-        return [[y.max(), y.min(), mx, sx / 4], [y.max(), y.min(), mx, 0.5], [y.max(), y.min(), mx, sx],
-                [y.max(), y.min(), mx, -sx], [y.max(), y.min(), np.median(x), sx / 4]]
-    return [[10, 0, mx, 0.1, 0.1], [10, 0, my, 0.1, 0.1],  # DBCNN MATLAB, pyiqa
-            [np.ptp(y), 1 / sx, mx, 0, my], [np.ptp(y), 4 / sx, mx, 0, my]]
+        return [
+            [y.max(), y.min(), mx, sx / 4],
+            [y.max(), y.min(), mx, 0.5],
+            [y.max(), y.min(), mx, sx],
+            [y.max(), y.min(), mx, -sx],
+            [y.max(), y.min(), np.median(x), sx / 4],
+        ]
+    return [
+        [10, 0, mx, 0.1, 0.1],
+        [10, 0, my, 0.1, 0.1],  # DBCNN MATLAB, pyiqa
+        [np.ptp(y), 1 / sx, mx, 0, my],
+        [np.ptp(y), 4 / sx, mx, 0, my],
+    ]
 
 
 @pytest.mark.parametrize("kind", ["logistic4", "logistic5"])
@@ -194,13 +208,25 @@ HAND_CASES = {
     # ranks x = [3,4,2,6,5,1], y = [2,4,3,6,5,1]: d = [1,0,-1,0,0,0], sum d^2 = 2,
     # rho = 1 - 12/210 = 33/35. Only the pair (0,2) is discordant: tau = (14-1)/15.
     # means 2.8 / 2.2; Sxy = 13.34, Sxx = 17.98, Syy = 11.5; x - y = [1.1,.9,-.8,1.1,1,.3]: 4.96
-    "n6": ([2.1, 3.4, 1.2, 5.6, 4.0, 0.5], [1.0, 2.5, 2.0, 4.5, 3.0, 0.2],
-           33 / 35, 13 / 15, 13.34 / math.sqrt(17.98 * 11.5), math.sqrt(4.96 / 6)),
+    "n6": (
+        [2.1, 3.4, 1.2, 5.6, 4.0, 0.5],
+        [1.0, 2.5, 2.0, 4.5, 3.0, 0.2],
+        33 / 35,
+        13 / 15,
+        13.34 / math.sqrt(17.98 * 11.5),
+        math.sqrt(4.96 / 6),
+    ),
     # y ranks [5,3,4,1,2]: d = [-4,-1,-1,3,3], sum d^2 = 36, rho = 1 - 216/120 = -0.8;
     # pairs of y = 5,3,4,1,2: 2 concordant (3<4, 1<2), 8 discordant: tau = -6/10;
     # dx = [-2,-1,0,1,2], dy = [2,0,1,-2,-1]: Sxy = -8, Sxx = Syy = 10; sum (x-y)^2 = 36
-    "n5_reversed": ([1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 3.0, 4.0, 1.0, 2.0],
-                    -0.8, -0.6, -0.8, math.sqrt(36 / 5)),
+    "n5_reversed": (
+        [1.0, 2.0, 3.0, 4.0, 5.0],
+        [5.0, 3.0, 4.0, 1.0, 2.0],
+        -0.8,
+        -0.6,
+        -0.8,
+        math.sqrt(36 / 5),
+    ),
 }
 
 

@@ -31,8 +31,10 @@ def evaluated(name: str, higher_is_better: bool = True) -> tuple[dict, tuple[str
     ev = QualityEvaluator(higher_is_better=higher_is_better)
     a, b = len(pred) // 3, 2 * len(pred) // 3
     ev.update(torch.tensor(pred[:a], dtype=torch.float64), mos[:a])
-    ev.update([{"score": torch.tensor(v, dtype=torch.float64)} for v in pred[a:b]],
-              [{"score": v} for v in mos[a:b]])
+    ev.update(
+        [{"score": torch.tensor(v, dtype=torch.float64)} for v in pred[a:b]],
+        [{"score": v} for v in mos[a:b]],
+    )
     ev.update(np.array(pred[b:]), torch.tensor(mos[b:], dtype=torch.float64))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -41,8 +43,14 @@ def evaluated(name: str, higher_is_better: bool = True) -> tuple[dict, tuple[str
 
 
 def test_fixture_set_is_complete():
-    assert CASES == ["c01_n5_exact_linear", "c02_n5_reversed", "c03_n10_ties_both",
-                     "c05_n50_linear_noise", "c08_n500_dmos_negative", "c12_n30_constant_pred"]
+    assert CASES == [
+        "c01_n5_exact_linear",
+        "c02_n5_reversed",
+        "c03_n10_ties_both",
+        "c05_n50_linear_noise",
+        "c08_n500_dmos_negative",
+        "c12_n30_constant_pred",
+    ]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -51,7 +59,12 @@ def test_raw_metrics_match_reference(name):
     exp, tol = case["expected"], case["tolerance"]
     result, _ = evaluated(name)
     assert result["n"] == case["n"]
-    for key, ref_key in (("srocc", "srocc"), ("krocc", "krocc"), ("plcc", "plcc"), ("rmse", "rmse_no_fit")):
+    for key, ref_key in (
+        ("srocc", "srocc"),
+        ("krocc", "krocc"),
+        ("plcc", "plcc"),
+        ("rmse", "rmse_no_fit"),
+    ):
         ref = exp[ref_key]
         if ref is None:
             assert math.isnan(result[key]), f"{key} should be NaN"
@@ -78,7 +91,9 @@ def test_logistic_fits_match_reference(name, kind):
     assert result[f"rmse_{kind}"] == pytest.approx(ref["rmse"], abs=tol[f"{kind}_rmse"])
     # The reported params reproduce the reported numbers (independent numpy evaluation).
     fx = curve(kind, result[f"{kind}_params"])(np.asarray(case["pred"]))
-    assert float(np.sum((fx - y) ** 2)) == pytest.approx(result[f"{kind}_sse"], rel=1e-6, abs=1e-12 * sst)
+    assert float(np.sum((fx - y) ** 2)) == pytest.approx(
+        result[f"{kind}_sse"], rel=1e-6, abs=1e-12 * sst
+    )
     rmse = math.sqrt(float(np.mean((fx - y) ** 2)))
     assert rmse == pytest.approx(result[f"rmse_{kind}"], rel=1e-6, abs=1e-9)
     # ...and the reference's own params give the reference SSE under our formula (same model).

@@ -55,30 +55,74 @@ def test_shared_clive_scores_file():
     assert all(0 <= v <= 100 for v in mos.scores.values())
 
 
-@pytest.mark.parametrize("name,text,kind,pattern", [
-    ("p.csv", "image,value\na,1\n", "pred",
-     r"p\.csv: line 1: header has no column 'score'.*found: image, value"),
-    ("m.csv", "img,mos\na,1\n", "mos", r"m\.csv: line 1: header has no column 'image'"),
-    ("p.csv", "image,score\na,0.1\nb,nan\n", "pred", r"p\.csv: line 3 \(image 'b'\): 'score' is 'nan'"),
-    ("p.csv", "image,score\na,0.1\nb,\n", "pred", r"p\.csv: line 3 \(image 'b'\): 'score' is empty"),
-    ("p.csv", "image,score\na,0.1\nb,good\n", "pred",
-     r"line 3 \(image 'b'\): 'score' is not a number: 'good'"),
-    ("p.csv", "image,score\na,0.1\nb,0.2\na,0.3\n", "pred",
-     r"p\.csv: line 4: duplicate image id 'a' \(first at line 2\)"),
-    ("p.csv", "image,score\na\n", "pred", r"line 2: has 1 fields"),
-    ("p.csv", "", "pred", r"p\.csv: empty file"),
-    ("p.csv", "image,score\n", "pred", r"p\.csv: no scores found"),
-    ("p.json", '{"a": 0.1, "b": null}', "pred", r"p\.json: image 'b': 'value' must be a number, got null"),
-    ("p.json", '{"a": NaN}', "pred", r"p\.json: image 'a': 'value' is nan"),
-    ("p.json", '{"a": 0.1, "a": 0.2}', "pred", None),  # JSON keeps the last duplicate key: allowed
-    ("p.json", '[{"image": "a", "score": 1}, {"image": "a", "score": 2}]', "pred",
-     r"p\.json: record 1: duplicate image id 'a' \(first at record 0\)"),
-    ("p.json", '[{"image": "a", "mos": 1}]', "pred", r"record 0 \(image 'a'\): missing key 'score'"),
-    ("m.json", '[{"mos": 1}]', "mos", r"m\.json: record 0: missing key 'image'"),
-    ("m.json", '[3.5]', "mos", r"m\.json: record 0: expected an object"),
-    ("m.json", '"hello"', "mos", r"m\.json: expected a JSON object"),
-    ("m.json", '{"a": 1,', "mos", r"m\.json: invalid JSON at line 1"),
-])
+@pytest.mark.parametrize(
+    "name,text,kind,pattern",
+    [
+        (
+            "p.csv",
+            "image,value\na,1\n",
+            "pred",
+            r"p\.csv: line 1: header has no column 'score'.*found: image, value",
+        ),
+        ("m.csv", "img,mos\na,1\n", "mos", r"m\.csv: line 1: header has no column 'image'"),
+        (
+            "p.csv",
+            "image,score\na,0.1\nb,nan\n",
+            "pred",
+            r"p\.csv: line 3 \(image 'b'\): 'score' is 'nan'",
+        ),
+        (
+            "p.csv",
+            "image,score\na,0.1\nb,\n",
+            "pred",
+            r"p\.csv: line 3 \(image 'b'\): 'score' is empty",
+        ),
+        (
+            "p.csv",
+            "image,score\na,0.1\nb,good\n",
+            "pred",
+            r"line 3 \(image 'b'\): 'score' is not a number: 'good'",
+        ),
+        (
+            "p.csv",
+            "image,score\na,0.1\nb,0.2\na,0.3\n",
+            "pred",
+            r"p\.csv: line 4: duplicate image id 'a' \(first at line 2\)",
+        ),
+        ("p.csv", "image,score\na\n", "pred", r"line 2: has 1 fields"),
+        ("p.csv", "", "pred", r"p\.csv: empty file"),
+        ("p.csv", "image,score\n", "pred", r"p\.csv: no scores found"),
+        (
+            "p.json",
+            '{"a": 0.1, "b": null}',
+            "pred",
+            r"p\.json: image 'b': 'value' must be a number, got null",
+        ),
+        ("p.json", '{"a": NaN}', "pred", r"p\.json: image 'a': 'value' is nan"),
+        (
+            "p.json",
+            '{"a": 0.1, "a": 0.2}',
+            "pred",
+            None,
+        ),  # JSON keeps the last duplicate key: allowed
+        (
+            "p.json",
+            '[{"image": "a", "score": 1}, {"image": "a", "score": 2}]',
+            "pred",
+            r"p\.json: record 1: duplicate image id 'a' \(first at record 0\)",
+        ),
+        (
+            "p.json",
+            '[{"image": "a", "mos": 1}]',
+            "pred",
+            r"record 0 \(image 'a'\): missing key 'score'",
+        ),
+        ("m.json", '[{"mos": 1}]', "mos", r"m\.json: record 0: missing key 'image'"),
+        ("m.json", "[3.5]", "mos", r"m\.json: record 0: expected an object"),
+        ("m.json", '"hello"', "mos", r"m\.json: expected a JSON object"),
+        ("m.json", '{"a": 1,', "mos", r"m\.json: invalid JSON at line 1"),
+    ],
+)
 def test_bad_files_raise_one_clear_error(tmp_path, name, text, kind, pattern):
     path = write(tmp_path / name, text)
     if pattern is None:

@@ -26,11 +26,16 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         images = list(iter_images(spec["records"], mode="predcls", num_predicates=50, int_ids=True))
 
         def make():
-            return SceneGraphEvaluator(mode="predcls", num_predicates=50,
-                                       predicate_names=spec["predicate_names"],
-                                       zero_shot_triplets=spec["zero_shot_triplets"])
+            return SceneGraphEvaluator(
+                mode="predcls",
+                num_predicates=50,
+                predicate_names=spec["predicate_names"],
+                zero_shot_triplets=spec["zero_shot_triplets"],
+            )
 
-        split = make()  # rank 0: images 0..19, rank 1: 20..29 (so the gathered order is the file order)
+        split = (
+            make()
+        )  # rank 0: images 0..19, rank 1: 20..29 (so the gathered order is the file order)
         split.update(images=images[:20] if rank == 0 else images[20:])
         lopsided = make()  # rank 1 never calls update (an empty list state must still sync)
         if rank == 0:
@@ -47,8 +52,13 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_two_process_sync_matches_official(tmp_path):
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork")  # children inherit the imports: seconds instead of a fresh start each
-    procs = [ctx.Process(target=_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path))) for r in range(2)]
+    ctx = mp.get_context(
+        "fork"
+    )  # children inherit the imports: seconds instead of a fresh start each
+    procs = [
+        ctx.Process(target=_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path)))
+        for r in range(2)
+    ]
     for p in procs:
         p.start()
     try:
@@ -67,6 +77,11 @@ def test_two_process_sync_matches_official(tmp_path):
                 assert result[key] == pytest.approx(value, abs=1e-9), (name, key)
         for k, values in expected["per_predicate_recall"]["ng-mR"].items():
             np.testing.assert_allclose(result["per_predicate"]["ng-mR"][int(k)], values, atol=1e-9)
-        assert list(result["per_image"]["evaluated_image_ids"]) == expected["per_image"]["evaluated_image_ids"]
-        np.testing.assert_allclose(result["per_image"]["zR"][50], expected["per_image"]["zR"]["50"], atol=1e-9)
+        assert (
+            list(result["per_image"]["evaluated_image_ids"])
+            == expected["per_image"]["evaluated_image_ids"]
+        )
+        np.testing.assert_allclose(
+            result["per_image"]["zR"][50], expected["per_image"]["zR"]["50"], atol=1e-9
+        )
         assert result["images"]["seen"] == 30

@@ -25,13 +25,14 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_import_cycle_between_scene_graph_modules():
-    modules = {f"percepta.scene_graph.{p.stem}": p for p in PACKAGE.glob("*.py")
-               if p.stem != "__init__"}
+    modules = {
+        f"percepta.scene_graph.{p.stem}": p for p in PACKAGE.glob("*.py") if p.stem != "__init__"
+    }
     graph = {m: {d for d in _imports(p) if d in modules and d != m} for m, p in modules.items()}
     assert "percepta.scene_graph.evaluation" in graph and "percepta.scene_graph.results_io" in graph
 
     def visit(m: str, stack: tuple[str, ...]) -> None:
-        assert m not in stack, "import cycle: " + " -> ".join((*stack[stack.index(m):], m))
+        assert m not in stack, "import cycle: " + " -> ".join((*stack[stack.index(m) :], m))
         for d in sorted(graph[m]):
             visit(d, (*stack, m))
 

@@ -43,7 +43,9 @@ def test_registered_metric_receives_the_shared_matches():
 
         def image_values(self, match):
             seen.append(match)
-            return np.array([match.num_gt], float), np.append(self.hits(match.first_hit).sum(1), match.num_gt)
+            return np.array([match.num_gt], float), np.append(
+                self.hits(match.first_hit).sum(1), match.num_gt
+            )
 
         def compute(self, rows, sums, image_ids):
             return {f"pooled@{k}": sums[i] / sums[-1] for i, k in enumerate(self.ks)}
@@ -85,13 +87,20 @@ def test_evaluators_registry_entry():
     assert first.name == "name" and first.default == "scene_graph"
 
     class Dataset:  # dataset facts come from ``meta`` (the evaluator protocol)
-        meta = {"predicate_names": ["__background__"] + [f"p{i}" for i in range(1, 51)],
-                "zero_shot_triplets": [[1, 2, 3]]}
+        meta = {
+            "predicate_names": ["__background__"] + [f"p{i}" for i in range(1, 51)],
+            "zero_shot_triplets": [[1, 2, 3]],
+        }
 
     opts = SceneGraphEvalOptions(mode="sgcls", k=[5, 10], primary_metric="mR@10")
     ev = entry.builder(opts, Dataset())
     assert isinstance(ev, SceneGraphEvaluator)
-    assert (ev.mode, ev.ks, ev.num_predicates, ev.predicate_names[0]) == ("sgcls", (5, 10), 50, "p1")
+    assert (ev.mode, ev.ks, ev.num_predicates, ev.predicate_names[0]) == (
+        "sgcls",
+        (5, 10),
+        50,
+        "p1",
+    )
     assert ev.zero_shot is not None and ev.zero_shot.size == 1
     assert (ev.primary_metric, ev.higher_is_better) == ("mR@10", True)
     with pytest.raises(sgg_eval.DataError, match="num_predicates"):
@@ -101,18 +110,29 @@ def test_evaluators_registry_entry():
     assert entry.builder(SceneGraphEvalOptions(num_predicates=3), None).primary_metric == "R@100"
 
 
-@pytest.mark.parametrize("mode,k,primary,ok", [
-    ("predcls", [20, 50, 100], "R@100", True),  # the default: the seed framework's selection metric
-    ("sgdet", [20, 50, 100], "mR@50", True),
-    ("sgdet", [20, 50, 100], "A@100", False),  # A@K is not computed in SGDet
-    ("predcls", [20, 50], "R@100", False),  # K = 100 not evaluated
-    ("predcls", [20, 50, 100], "recall", False),
-])
+@pytest.mark.parametrize(
+    "mode,k,primary,ok",
+    [
+        (
+            "predcls",
+            [20, 50, 100],
+            "R@100",
+            True,
+        ),  # the default: the seed framework's selection metric
+        ("sgdet", [20, 50, 100], "mR@50", True),
+        ("sgdet", [20, 50, 100], "A@100", False),  # A@K is not computed in SGDet
+        ("predcls", [20, 50], "R@100", False),  # K = 100 not evaluated
+        ("predcls", [20, 50, 100], "recall", False),
+    ],
+)
 def test_primary_metric_option_must_be_a_computed_key(mode, k, primary, ok):
     opts = SceneGraphEvalOptions(mode=mode, k=k, num_predicates=2, primary_metric=primary)
     if not ok:
-        with pytest.raises(sgg_eval.DataError, match=rf"evaluator: primary_metric '{primary}' is "
-                                                     rf"not computed in mode '{mode}'"):
+        with pytest.raises(
+            sgg_eval.DataError,
+            match=rf"evaluator: primary_metric '{primary}' is "
+            rf"not computed in mode '{mode}'",
+        ):
             EVALUATORS.build("scene_graph", opts, None)
         return
     ev = EVALUATORS.build("scene_graph", opts, None)
@@ -124,9 +144,11 @@ def test_zero_shot_triplets_from_files(tmp_path):
     import torch
 
     trip = [[1, 89, 31], [2, 6, 31]]
-    for name, write in (("z.json", lambda p: p.write_text(json.dumps(trip))),
-                        ("z.npy", lambda p: np.save(p, np.array(trip))),
-                        ("z.pytorch", lambda p: torch.save(torch.tensor(trip), p))):
+    for name, write in (
+        ("z.json", lambda p: p.write_text(json.dumps(trip))),
+        ("z.npy", lambda p: np.save(p, np.array(trip))),
+        ("z.pytorch", lambda p: torch.save(torch.tensor(trip), p)),
+    ):
         path = tmp_path / name
         write(path)
         np.testing.assert_array_equal(load_zero_shot_triplets(str(path)), trip)
@@ -137,7 +159,9 @@ def test_zero_shot_triplets_from_files(tmp_path):
 def test_bar_chart_is_sorted_by_gt_frequency(tmp_path):
     from percepta.viz.bars import per_predicate_bars
 
-    fig = per_predicate_bars([0.1, 0.9, 0.5], ["a", "b", "c"], counts=[5, 1, 9], out_path=tmp_path / "x.png")
+    fig = per_predicate_bars(
+        [0.1, 0.9, 0.5], ["a", "b", "c"], counts=[5, 1, 9], out_path=tmp_path / "x.png"
+    )
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["c", "a", "b"]
     assert [round(p.get_height(), 3) for p in ax.patches] == [0.5, 0.1, 0.9]

@@ -45,16 +45,24 @@ def naive(images, mode, zero_shot, thr=0.5, plus_one=True):
         if mode == "predcls":
             boxes, labels, obj = gb, gl, [1.0] * len(gl)
         else:
-            boxes, labels, obj = pred["boxes"].tolist(), pred["labels"].tolist(), list(pred["scores"])
+            boxes, labels, obj = (
+                pred["boxes"].tolist(),
+                pred["labels"].tolist(),
+                list(pred["scores"]),
+            )
         pairs = pred["rel_pairs"].tolist()
         S = pred["rel_scores"]
 
         def matches(a, b, p):
             out = set()
             for i, (s, o, q) in enumerate(rels):
-                if (labels[a] == gl[s] and labels[b] == gl[o] and p == q
-                        and f32_iou(boxes[a], gb[s], plus_one) >= np.float32(thr)
-                        and f32_iou(boxes[b], gb[o], plus_one) >= np.float32(thr)):
+                if (
+                    labels[a] == gl[s]
+                    and labels[b] == gl[o]
+                    and p == q
+                    and f32_iou(boxes[a], gb[s], plus_one) >= np.float32(thr)
+                    and f32_iou(boxes[b], gb[o], plus_one) >= np.float32(thr)
+                ):
                     out.add(i)
             return out
 
@@ -118,7 +126,9 @@ def random_images(seed, mode, n_images=12):
         gl = rng.integers(0, 3, size=n)
         gl[1] = gl[0]
         m = int(rng.integers(0, 7)) if i else 0
-        rels = np.stack([rng.integers(0, n, m), rng.integers(0, n, m), rng.integers(1, P + 1, m)], 1)
+        rels = np.stack(
+            [rng.integers(0, n, m), rng.integers(0, n, m), rng.integers(1, P + 1, m)], 1
+        )
         if m >= 2:
             rels[1] = rels[0]  # duplicate triplet
         if mode == "predcls":
@@ -129,38 +139,70 @@ def random_images(seed, mode, n_images=12):
             boxes = gb[src] + rng.integers(-3, 4, size=(q, 4)).astype(np.float32)
             boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
             labels = np.where(rng.random(q) < 0.8, gl[src], rng.integers(0, 3, q))
-            scores = rng.choice([0.25, 0.5, 0.75, 1.0], size=q).astype(np.float32)  # ties on purpose
+            scores = rng.choice([0.25, 0.5, 0.75, 1.0], size=q).astype(
+                np.float32
+            )  # ties on purpose
             if i == 3:
                 scores[0] = -0.5  # negative object score: the unpruned ngR path
-        all_pairs = np.array([(a, b) for a in range(q) for b in range(q) if a != b] or np.zeros((0, 2)), np.int64)
-        r = min(len(all_pairs), int(rng.integers(105, 140) if big else rng.integers(0, 60)) if i != 5 else 0)
-        pairs = all_pairs[rng.choice(len(all_pairs), r, replace=False)] if r else np.zeros((0, 2), np.int64)
+        all_pairs = np.array(
+            [(a, b) for a in range(q) for b in range(q) if a != b] or np.zeros((0, 2)), np.int64
+        )
+        r = min(
+            len(all_pairs),
+            int(rng.integers(105, 140) if big else rng.integers(0, 60)) if i != 5 else 0,
+        )
+        pairs = (
+            all_pairs[rng.choice(len(all_pairs), r, replace=False)]
+            if r
+            else np.zeros((0, 2), np.int64)
+        )
         if r > 3:
             pairs[3] = pairs[0]  # duplicate row
         if big:  # continuous scores: the top-100 bound decides which entries survive
             rel_scores = rng.dirichlet(np.ones(P + 1) * 0.5, size=r).astype(np.float32)
         else:  # many exact ties
             rel_scores = (rng.integers(0, 8, size=(r, P + 1)) / 8).astype(np.float32)
-        pred = {"boxes": boxes, "labels": labels, "scores": scores, "rel_pairs": pairs, "rel_scores": rel_scores}
-        images.append({"pred": pred if i != 7 else None,
-                       "target": {"boxes": gb, "labels": gl, "relations": rels, "image_id": 100 + i}})
-    z = {(int(a), int(b), int(c)) for a, b, c in rng.integers([0, 0, 1], [3, 3, P + 1], size=(15, 3))}
+        pred = {
+            "boxes": boxes,
+            "labels": labels,
+            "scores": scores,
+            "rel_pairs": pairs,
+            "rel_scores": rel_scores,
+        }
+        images.append(
+            {
+                "pred": pred if i != 7 else None,
+                "target": {"boxes": gb, "labels": gl, "relations": rels, "image_id": 100 + i},
+            }
+        )
+    z = {
+        (int(a), int(b), int(c)) for a, b, c in rng.integers([0, 0, 1], [3, 3, P + 1], size=(15, 3))
+    }
     return images, sorted(z)
 
 
 @pytest.mark.parametrize("mode", ["predcls", "sgcls", "sgdet"])
 @pytest.mark.parametrize("convention", ["vg", "xyxy"])
 def test_matches_naive_reference(mode, convention):
-    images, zs = random_images({"predcls": 1, "sgcls": 2, "sgdet": 3}[mode] + (10 if convention == "xyxy" else 0), mode)
+    images, zs = random_images(
+        {"predcls": 1, "sgcls": 2, "sgdet": 3}[mode] + (10 if convention == "xyxy" else 0), mode
+    )
     ref = naive(images, mode, zs, plus_one=convention == "vg")
-    ev = SceneGraphEvaluator(mode=mode, k=KS, num_predicates=P, zero_shot_triplets=zs, box_convention=convention)
+    ev = SceneGraphEvaluator(
+        mode=mode, k=KS, num_predicates=P, zero_shot_triplets=zs, box_convention=convention
+    )
     ev.update([im["pred"] for im in images], [im["target"] for im in images])
     got = ev.compute()
-    assert got["images"]["skipped_no_gt_relations"] >= 1 and got["images"]["skipped_no_prediction"] == 1
+    assert (
+        got["images"]["skipped_no_gt_relations"] >= 1
+        and got["images"]["skipped_no_prediction"] == 1
+    )
     for key, value in ref.items():
         if "_per_predicate@" in key:
             name, k = key.split("_per_predicate@")
-            np.testing.assert_allclose(got["per_predicate"][name][int(k)], value, atol=1e-12, err_msg=key)
+            np.testing.assert_allclose(
+                got["per_predicate"][name][int(k)], value, atol=1e-12, err_msg=key
+            )
         elif np.isnan(value):
             assert np.isnan(got[key]), key
         else:
@@ -169,11 +211,19 @@ def test_matches_naive_reference(mode, convention):
 
 def test_iou_threshold_uses_plus_one_pixel_convention():
     """IoU exactly 0.5 with inclusive pixels (a match), 0.444 without (no match)."""
-    target = {"boxes": np.array([[0, 0, 9, 9], [20, 20, 29, 29]], np.float32), "labels": np.array([1, 2]),
-              "relations": np.array([[0, 1, 1]]), "image_id": 1}
-    pred = {"boxes": np.array([[0, 0, 9, 4], [20, 20, 29, 29]], np.float32), "labels": np.array([1, 2]),
-            "scores": np.array([1.0, 1.0], np.float32), "rel_pairs": np.array([[0, 1]]),
-            "rel_scores": np.array([[0.9, 0.1, 0.0]], np.float32)}
+    target = {
+        "boxes": np.array([[0, 0, 9, 9], [20, 20, 29, 29]], np.float32),
+        "labels": np.array([1, 2]),
+        "relations": np.array([[0, 1, 1]]),
+        "image_id": 1,
+    }
+    pred = {
+        "boxes": np.array([[0, 0, 9, 4], [20, 20, 29, 29]], np.float32),
+        "labels": np.array([1, 2]),
+        "scores": np.array([1.0, 1.0], np.float32),
+        "rel_pairs": np.array([[0, 1]]),
+        "rel_scores": np.array([[0.9, 0.1, 0.0]], np.float32),
+    }
     for convention, expected in (("vg", 1.0), ("xyxy", 0.0)):
         ev = SceneGraphEvaluator(mode="sgdet", num_predicates=2, box_convention=convention)
         ev.update([pred], [target])
@@ -182,13 +232,22 @@ def test_iou_threshold_uses_plus_one_pixel_convention():
 
 def test_background_column_is_ignored():
     """Background is the arg-max but the best non-background predicate is still used."""
-    target = {"boxes": np.array([[0, 0, 9, 9], [20, 20, 29, 29]], np.float32), "labels": np.array([1, 2]),
-              "relations": np.array([[0, 1, 2]]), "image_id": 1}
-    pred = {"rel_pairs": np.array([[0, 1]]), "rel_scores": np.array([[0.97, 0.01, 0.02]], np.float32)}
+    target = {
+        "boxes": np.array([[0, 0, 9, 9], [20, 20, 29, 29]], np.float32),
+        "labels": np.array([1, 2]),
+        "relations": np.array([[0, 1, 2]]),
+        "image_id": 1,
+    }
+    pred = {
+        "rel_pairs": np.array([[0, 1]]),
+        "rel_scores": np.array([[0.97, 0.01, 0.02]], np.float32),
+    }
     ev = SceneGraphEvaluator(mode="predcls", num_predicates=2)
     ev.update([pred], [target])
     out = ev.compute()
-    assert out["R@20"] == 1.0 and out["A@20"] == 1.0 and out["mR@20"] == 0.5  # predicate 1 absent: counts 0
+    assert (
+        out["R@20"] == 1.0 and out["A@20"] == 1.0 and out["mR@20"] == 0.5
+    )  # predicate 1 absent: counts 0
 
 
 @pytest.mark.parametrize("r", [1, 60, 100, 101, 150, 2000])

@@ -22,23 +22,32 @@ def load(case: str) -> dict:
 
 
 def evaluator_for(inputs: dict, mode: str | None = None, **kw) -> SceneGraphEvaluator:
-    return SceneGraphEvaluator(mode=mode or inputs["mode"], k=inputs["k_values"],
-                               num_predicates=inputs["num_rel_classes"] - 1,
-                               predicate_names=inputs["predicate_names"],
-                               zero_shot_triplets=inputs["zeroshot_triplets"],
-                               iou_threshold=inputs["iou_threshold"], **kw)
+    return SceneGraphEvaluator(
+        mode=mode or inputs["mode"],
+        k=inputs["k_values"],
+        num_predicates=inputs["num_rel_classes"] - 1,
+        predicate_names=inputs["predicate_names"],
+        zero_shot_triplets=inputs["zeroshot_triplets"],
+        iou_threshold=inputs["iou_threshold"],
+        **kw,
+    )
 
 
 def as_dicts(record: dict) -> tuple[dict, dict]:
     """A file record as percepta (pred, target) dicts of torch tensors."""
-    pred = {"boxes": torch.tensor(record["pred_boxes"], dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(record["pred_labels"]), "scores": torch.tensor(record["pred_scores"]),
-            "rel_pairs": torch.tensor(record["rel_pair_idxs"], dtype=torch.int64).reshape(-1, 2),
-            "rel_scores": torch.tensor(record["rel_scores"], dtype=torch.float32).reshape(-1, 51)}
-    target = {"boxes": torch.tensor(record["gt_boxes"], dtype=torch.float32).reshape(-1, 4),
-              "labels": torch.tensor(record["gt_labels"]),
-              "relations": torch.tensor(record["gt_rels"], dtype=torch.int64).reshape(-1, 3),
-              "image_id": record["image_id"]}
+    pred = {
+        "boxes": torch.tensor(record["pred_boxes"], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(record["pred_labels"]),
+        "scores": torch.tensor(record["pred_scores"]),
+        "rel_pairs": torch.tensor(record["rel_pair_idxs"], dtype=torch.int64).reshape(-1, 2),
+        "rel_scores": torch.tensor(record["rel_scores"], dtype=torch.float32).reshape(-1, 51),
+    }
+    target = {
+        "boxes": torch.tensor(record["gt_boxes"], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(record["gt_labels"]),
+        "relations": torch.tensor(record["gt_rels"], dtype=torch.int64).reshape(-1, 3),
+        "image_id": record["image_id"],
+    }
     return pred, target
 
 
@@ -49,13 +58,16 @@ def check_against(result: dict, expected: dict) -> None:
         assert result[key] == pytest.approx(value, abs=TOL), key
     for key in ("mR", "ng-mR"):
         for k, values in expected["per_predicate_recall"][key].items():
-            np.testing.assert_allclose(result["per_predicate"][key][int(k)], values, rtol=0, atol=TOL)
+            np.testing.assert_allclose(
+                result["per_predicate"][key][int(k)], values, rtol=0, atol=TOL
+            )
     per_image = result["per_image"]
     for key, value in expected["per_image"].items():
         if isinstance(value, dict):
             for k, values in value.items():
-                np.testing.assert_allclose(per_image[key][int(k)], values, rtol=0, atol=TOL,
-                                           err_msg=f"{key}@{k}")
+                np.testing.assert_allclose(
+                    per_image[key][int(k)], values, rtol=0, atol=TOL, err_msg=f"{key}@{k}"
+                )
         else:
             assert list(per_image[key]) == value, key
     assert set(per_image) >= set(expected["per_image"])
@@ -65,7 +77,7 @@ def official_without_detection(s: str) -> str:
     lines = s.split("\n")
     at = [i for i, line in enumerate(lines) if line.startswith("Detection evaluation mAp=")]
     if at:
-        del lines[at[0]: at[0] + 2]  # the mAP line and the '=' line after it
+        del lines[at[0] : at[0] + 2]  # the mAP line and the '=' line after it
     return "\n".join(lines)
 
 
@@ -75,7 +87,11 @@ def test_reproduces_official_vectors(case):
     inputs = data["inputs"]
     ev = evaluator_for(inputs)
     spec = read_results_file(FIXTURES / f"{case}.json")
-    ev.update(images=list(iter_images(spec["records"], mode=inputs["mode"], num_predicates=50, int_ids=True)))
+    ev.update(
+        images=list(
+            iter_images(spec["records"], mode=inputs["mode"], num_predicates=50, int_ids=True)
+        )
+    )
     result = ev.compute()
     check_against(result, data["expected"])
     assert ("A@20" in result) == (inputs["mode"] != "sgdet")
@@ -83,9 +99,11 @@ def test_reproduces_official_vectors(case):
     table = ev.format_table(result)
     official = official_without_detection(data["expected"]["official_print_string"])
     assert table.startswith(official)
-    tail = table[len(official):]
+    tail = table[len(official) :]
     n = len(inputs["images"])
-    assert tail.startswith(f"images: {n} seen, {len(data['expected']['per_image']['evaluated_image_ids'])} evaluated")
+    assert tail.startswith(
+        f"images: {n} seen, {len(data['expected']['per_image']['evaluated_image_ids'])} evaluated"
+    )
 
 
 @pytest.mark.parametrize("case", ["tiny_sgdet", "predcls"])
@@ -97,7 +115,7 @@ def test_torch_dicts_in_batches_give_the_same_result(case):
     pairs = [as_dicts(r) for r in inputs["images"]]
     i = 0
     for size in (1, 4, 2, 7, 100):
-        chunk = pairs[i: i + size]
+        chunk = pairs[i : i + size]
         if chunk:
             ev.update([p for p, _ in chunk], [t for _, t in chunk])
         i += size
@@ -118,8 +136,13 @@ def test_predcls_overrides_predicted_objects():
     data = load("tiny_predcls")
     inputs = data["inputs"]
     pred, target = as_dicts(inputs["images"][0])
-    pred = {"rel_pairs": pred["rel_pairs"], "rel_scores": pred["rel_scores"],
-            "boxes": torch.zeros(4, 4), "labels": torch.full((4,), 99), "scores": torch.zeros(4)}
+    pred = {
+        "rel_pairs": pred["rel_pairs"],
+        "rel_scores": pred["rel_scores"],
+        "boxes": torch.zeros(4, 4),
+        "labels": torch.full((4,), 99),
+        "scores": torch.zeros(4),
+    }
     ev = evaluator_for(inputs)
     ev.update([pred], [target])
     check_against(ev.compute(), data["expected"])

@@ -17,8 +17,7 @@ def _is(img: torch.Tensor, colour: tuple[int, int, int]) -> torch.Tensor:
 
 def _draw(size: int, box: list[float], name: str = "person") -> torch.Tensor:
     img = torch.zeros(3, size, size, dtype=torch.uint8)
-    return draw_detections(img, torch.tensor([box]), torch.tensor([0]), torch.tensor([0.9]),
-                           [name])
+    return draw_detections(img, torch.tensor([box]), torch.tensor([0]), torch.tensor([0.9]), [name])
 
 
 def test_label_has_a_filled_background_above_the_box_scaled_with_the_image():
@@ -27,7 +26,7 @@ def test_label_has_a_filled_background_above_the_box_scaled_with_the_image():
     red = _is(out, RED)
     rows = red[:300, 101].nonzero().flatten()  # left padding column of the label, above the box
     assert len(rows) >= 20 and int(rows.max()) == 299  # >= 20 px tall, touching the box
-    label = out[:, int(rows.min()):300, 100:400]
+    label = out[:, int(rows.min()) : 300, 100:400]
     assert int(_is(label, (255, 255, 255)).sum()) > 50  # white text on the dark background
     # the label of a 64 px picture: the picture is enlarged 6x, the label is >= 12 px tall
     small = _draw(64, [10, 20, 40, 50])
@@ -55,8 +54,10 @@ def test_float_image_in_0_1_draws_like_uint8():
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, 256, (3, 400, 500), dtype=torch.uint8, generator=g)
     boxes, labels, scores = torch.tensor([[50.0, 60, 200, 300]]), torch.tensor([0]), None
-    assert torch.equal(draw_detections(img, boxes, labels, scores, ["x"]),
-                       draw_detections(img.float() / 255, boxes, labels, scores, ["x"]))
+    assert torch.equal(
+        draw_detections(img, boxes, labels, scores, ["x"]),
+        draw_detections(img.float() / 255, boxes, labels, scores, ["x"]),
+    )
 
 
 def test_degenerate_boxes_are_drawn_not_refused():

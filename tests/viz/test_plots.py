@@ -8,7 +8,9 @@ from percepta.viz.plots import plot_compare, plot_eval, plot_losses
 
 
 def _rows(scale: float) -> list[dict]:
-    rows = [{"iteration": i, "loss_heatmap": scale / i, "total_loss": 2 * scale / i} for i in (1, 2, 3)]
+    rows = [
+        {"iteration": i, "loss_heatmap": scale / i, "total_loss": 2 * scale / i} for i in (1, 2, 3)
+    ]
     rows += [{"iteration": i, "eval": {"AP50": 0.1 * i}} for i in (2, 3)]
     return rows
 

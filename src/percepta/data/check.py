@@ -63,9 +63,22 @@ from percepta.errors import DataError
 from percepta.jsonable import InvalidJsonError, read_json
 
 __all__ = [
-    "Problem", "CheckReport", "OUTSIDE_TOLERANCE", "is_int", "is_number", "bbox_problem",
-    "box_issue", "load_coco_json", "check_coco_dict", "detection_problem", "results_rows",
-    "image_dir_candidates", "guess_image_dir", "check_images", "check_coco", "cli_check",
+    "Problem",
+    "CheckReport",
+    "OUTSIDE_TOLERANCE",
+    "is_int",
+    "is_number",
+    "bbox_problem",
+    "box_issue",
+    "load_coco_json",
+    "check_coco_dict",
+    "detection_problem",
+    "results_rows",
+    "image_dir_candidates",
+    "guess_image_dir",
+    "check_images",
+    "check_coco",
+    "cli_check",
 ]
 
 #: Boxes may exceed the image by this many pixels before they count as "outside" (float noise
@@ -93,8 +106,11 @@ class Problem:
 
     def line(self) -> str:
         """One line naming the file, the position and the record: what a raised error says."""
-        rec = self.record if not self.where or self.where == self.record \
+        rec = (
+            self.record
+            if not self.where or self.where == self.record
             else f"{self.where} ({self.record})"
+        )
         return f"{self.file}: {rec}: {self.message}"
 
 
@@ -135,10 +151,12 @@ class CheckReport:
             raise DataError(errs[0].line() + more)
 
     def summary(self) -> str:
-        return (f"{self.file}: {self.num_images} images, {self.num_annotations} annotations "
-                f"({self.num_crowd} crowd), {self.num_categories} categories, "
-                f"{self.num_images_without_annotations} images without annotations; "
-                f"{len(self.errors)} errors, {len(self.warnings)} warnings")
+        return (
+            f"{self.file}: {self.num_images} images, {self.num_annotations} annotations "
+            f"({self.num_crowd} crowd), {self.num_categories} categories, "
+            f"{self.num_images_without_annotations} images without annotations; "
+            f"{len(self.errors)} errors, {len(self.warnings)} warnings"
+        )
 
     def format_text(self, max_per_kind: int = 50) -> str:
         """The summary line, then the problems grouped by severity and kind."""
@@ -148,9 +166,11 @@ class CheckReport:
         groups: dict[tuple[str, str], list[Problem]] = defaultdict(list)
         for p in self.problems:
             groups[(p.severity, p.kind)].append(p)
-        for (sev, kind), items in sorted(groups.items(), key=lambda kv: (kv[0][0] != "error", kv[0][1])):
+        for (sev, kind), items in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] != "error", kv[0][1])
+        ):
             lines.append(f"  {sev} {kind} ({len(items)}):")
-            for p in items[:max(0, max_per_kind)]:
+            for p in items[: max(0, max_per_kind)]:
                 lines.append(f"    {p.record}: {p.message}")
             if len(items) > max_per_kind:
                 lines.append(f"    ... and {len(items) - max_per_kind} more")
@@ -167,6 +187,7 @@ class CheckReport:
 
 # --------------------------------------------------------------------------------------------
 # the rules
+
 
 def is_int(v: Any) -> bool:
     """An integer id: Python or numpy integer, not a boolean."""
@@ -196,8 +217,11 @@ def bbox_problem(bbox: Any) -> tuple[str, str] | None:
 
     Kinds: ``"bad_bbox"`` (not 4 real numbers, or NaN/inf), ``"negative_box_size"``.
     """
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not (
-            set(map(type, bbox)) <= _PLAIN_NUMBERS or all(is_number(v, False) for v in bbox)):
+    if (
+        not isinstance(bbox, (list, tuple))
+        or len(bbox) != 4
+        or not (set(map(type, bbox)) <= _PLAIN_NUMBERS or all(is_number(v, False) for v in bbox))
+    ):
         return "bad_bbox", f"'bbox' must be a list of 4 numbers [x, y, w, h], got {bbox!r:.80}"
     if not all(map(is_number, bbox)):
         return "bad_bbox", f"'bbox' has a NaN or infinite value: {list(bbox)!r:.80}"
@@ -229,42 +253,76 @@ def box_issue(x: float, y: float, w: float, h: float, width: float, height: floa
 # --------------------------------------------------------------------------------------------
 # json parsing and the fast checks
 
+
 def load_coco_json(path: str | os.PathLike) -> dict:
     """Parse ``path`` with :func:`percepta.jsonable.read_json`; a missing file, invalid json
     (with line/col) or a non-object raises :class:`DataError` naming the file."""
     data = read_json(path, "COCO annotation")
     if not isinstance(data, dict):
-        raise DataError(f"{path}: the top level must be a json object with 'images', "
-                        f"'annotations' and 'categories', got {type(data).__name__}")
+        raise DataError(
+            f"{path}: the top level must be a json object with 'images', "
+            f"'annotations' and 'categories', got {type(data).__name__}"
+        )
     return data
 
 
-def _check_segmentation(seg: Any, img: dict | None, report: CheckReport, rec: str,
-                        where: str) -> None:
+def _check_segmentation(
+    seg: Any, img: dict | None, report: CheckReport, rec: str, where: str
+) -> None:
     if isinstance(seg, list):
         for k, poly in enumerate(seg):
             if not isinstance(poly, list) or not all(is_number(v) for v in poly):
-                report.add("error", "bad_segmentation", rec,
-                           f"segmentation polygon {k} must be a list of numbers", where)
+                report.add(
+                    "error",
+                    "bad_segmentation",
+                    rec,
+                    f"segmentation polygon {k} must be a list of numbers",
+                    where,
+                )
                 return
             if len(poly) < 6 or len(poly) % 2:
-                report.add("warning", "degenerate_polygon", rec,
-                           f"segmentation polygon {k} has {len(poly)} coordinates "
-                           "(needs an even number >= 6); ignored for masks", where)
+                report.add(
+                    "warning",
+                    "degenerate_polygon",
+                    rec,
+                    f"segmentation polygon {k} has {len(poly)} coordinates "
+                    "(needs an even number >= 6); ignored for masks",
+                    where,
+                )
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) for v in size)) \
-                or not isinstance(counts, (list, str)):
-            report.add("error", "bad_segmentation", rec,
-                       "RLE segmentation needs 'size': [h, w] and 'counts' (list or string)", where)
-        elif img is not None and is_int(img.get("height")) and is_int(img.get("width")) \
-                and list(size) != [img["height"], img["width"]]:
-            report.add("error", "bad_segmentation", rec,
-                       f"RLE size {size} differs from the image's [height, width] "
-                       f"[{img['height']}, {img['width']}]", where)
+        if not (
+            isinstance(size, list) and len(size) == 2 and all(is_int(v) for v in size)
+        ) or not isinstance(counts, (list, str)):
+            report.add(
+                "error",
+                "bad_segmentation",
+                rec,
+                "RLE segmentation needs 'size': [h, w] and 'counts' (list or string)",
+                where,
+            )
+        elif (
+            img is not None
+            and is_int(img.get("height"))
+            and is_int(img.get("width"))
+            and list(size) != [img["height"], img["width"]]
+        ):
+            report.add(
+                "error",
+                "bad_segmentation",
+                rec,
+                f"RLE size {size} differs from the image's [height, width] "
+                f"[{img['height']}, {img['width']}]",
+                where,
+            )
     else:
-        report.add("error", "bad_segmentation", rec, "segmentation must be a list of polygons "
-                   f"or an RLE dict, got {type(seg).__name__}", where)
+        report.add(
+            "error",
+            "bad_segmentation",
+            rec,
+            f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
+            where,
+        )
 
 
 def _check_categories(cats: list, report: CheckReport, purpose: Purpose) -> set[int]:
@@ -273,8 +331,13 @@ def _check_categories(cats: list, report: CheckReport, purpose: Purpose) -> set[
     for i, c in enumerate(cats):
         where = f"categories[{i}]"
         if not isinstance(c, dict) or not is_int(c.get("id")):
-            report.add("error", "bad_category", where,
-                       "category must be an object with an integer 'id'", where)
+            report.add(
+                "error",
+                "bad_category",
+                where,
+                "category must be an object with an integer 'id'",
+                where,
+            )
             continue
         rec = f"category id {c['id']}"
         if c["id"] in cat_ids:
@@ -284,11 +347,17 @@ def _check_categories(cats: list, report: CheckReport, purpose: Purpose) -> set[
         if name is None and purpose == "evaluation":
             continue
         if not isinstance(name, str) or not name:
-            report.add("error", "bad_category", rec, "category needs a non-empty string 'name'",
-                       where)
+            report.add(
+                "error", "bad_category", rec, "category needs a non-empty string 'name'", where
+            )
         elif name in cat_names:
-            report.add("warning", "duplicate_name", rec,
-                       f"category name {name!r} also used by category id {cat_names[name]}", where)
+            report.add(
+                "warning",
+                "duplicate_name",
+                rec,
+                f"category name {name!r} also used by category id {cat_names[name]}",
+                where,
+            )
         else:
             cat_names[name] = c["id"]
     return cat_ids
@@ -300,8 +369,9 @@ def _check_images(images: list, report: CheckReport, purpose: Purpose) -> dict[i
     for i, im in enumerate(images):
         where = f"images[{i}]"
         if not isinstance(im, dict) or not is_int(im.get("id")):
-            report.add("error", "bad_image", where, "image must be an object with an integer 'id'",
-                       where)
+            report.add(
+                "error", "bad_image", where, "image must be an object with an integer 'id'", where
+            )
             continue
         rec = f"image id {im['id']}"
         if im["id"] in imgs:
@@ -312,11 +382,17 @@ def _check_images(images: list, report: CheckReport, purpose: Purpose) -> dict[i
         if fn is None and purpose == "evaluation":
             pass
         elif not isinstance(fn, str) or not fn:
-            report.add("error", "bad_image", rec, "image needs a non-empty string 'file_name'",
-                       where)
+            report.add(
+                "error", "bad_image", rec, "image needs a non-empty string 'file_name'", where
+            )
         elif fn in file_names:
-            report.add("warning", "duplicate_file_name", f"{rec} ({fn!r})",
-                       f"file also used by image id {file_names[fn]}", where)
+            report.add(
+                "warning",
+                "duplicate_file_name",
+                f"{rec} ({fn!r})",
+                f"file also used by image id {file_names[fn]}",
+                where,
+            )
         else:
             file_names[fn] = im["id"]
         for key in ("width", "height"):
@@ -325,8 +401,13 @@ def _check_images(images: list, report: CheckReport, purpose: Purpose) -> dict[i
                 if purpose == "dataset":
                     report.add("error", "missing_key", rec, f"image has no {key!r}", where)
             elif not is_int(v) or v <= 0:
-                report.add("error", "wrong_type", rec,
-                           f"{key!r} must be a positive integer, got {v!r}", where)
+                report.add(
+                    "error",
+                    "wrong_type",
+                    rec,
+                    f"{key!r} must be a positive integer, got {v!r}",
+                    where,
+                )
     return imgs
 
 
@@ -335,14 +416,29 @@ def _check_box_geometry(bbox: list, img: dict, report: CheckReport, rec: str, wh
     issue = box_issue(*bbox, img["width"], img["height"])
     size = f"{img['width']}x{img['height']}"
     if issue == "zero":
-        report.add("warning", "zero_size_box", rec,
-                   f"bbox {bbox} has zero width or height (dropped when loading)", where)
+        report.add(
+            "warning",
+            "zero_size_box",
+            rec,
+            f"bbox {bbox} has zero width or height (dropped when loading)",
+            where,
+        )
     elif issue == "outside":
-        report.add("warning", "box_outside_image", rec, f"bbox {bbox} lies entirely outside "
-                   f"the {size} image (dropped when loading)", where)
+        report.add(
+            "warning",
+            "box_outside_image",
+            rec,
+            f"bbox {bbox} lies entirely outside the {size} image (dropped when loading)",
+            where,
+        )
     elif issue == "partly_outside":
-        report.add("warning", "box_partly_outside", rec,
-                   f"bbox {bbox} exceeds the {size} image (clipped when loading)", where)
+        report.add(
+            "warning",
+            "box_partly_outside",
+            rec,
+            f"bbox {bbox} exceeds the {size} image (clipped when loading)",
+            where,
+        )
     return issue == "partly_outside"
 
 
@@ -359,18 +455,27 @@ def check_coco_dict(data: dict, report: CheckReport, *, purpose: Purpose = "data
         report.add("error", "missing_key", "(top level)", f"missing top-level key {k!r}")
     for k in ("images", "annotations", "categories"):
         if k in data and not isinstance(data[k], list):
-            report.add("error", "wrong_type", "(top level)",
-                       f"{k!r} must be a list, got {type(data[k]).__name__}")
+            report.add(
+                "error",
+                "wrong_type",
+                "(top level)",
+                f"{k!r} must be a list, got {type(data[k]).__name__}",
+            )
     images = data.get("images") if isinstance(data.get("images"), list) else []
     anns = data.get("annotations") if isinstance(data.get("annotations"), list) else []
     cats = data.get("categories") if isinstance(data.get("categories"), list) else []
-    report.num_images, report.num_annotations, report.num_categories = len(images), len(anns), len(cats)
+    report.num_images, report.num_annotations, report.num_categories = (
+        len(images),
+        len(anns),
+        len(cats),
+    )
 
     cat_ids = _check_categories(cats, report, purpose)
     imgs = _check_images(images, report, purpose)
     # evaluation may omit every annotation id (numbered 1..N), not some of them
-    ids_optional = purpose == "evaluation" and not any(isinstance(a, dict) and "id" in a
-                                                       for a in anns)
+    ids_optional = purpose == "evaluation" and not any(
+        isinstance(a, dict) and "id" in a for a in anns
+    )
     ann_ids: set[int] = set()
     per_image: Counter[int] = Counter()
     per_cat: Counter[int] = Counter()
@@ -383,8 +488,13 @@ def check_coco_dict(data: dict, report: CheckReport, *, purpose: Purpose = "data
         if ids_optional:
             pass
         elif not is_int(a.get("id")):
-            report.add("error", "wrong_type", rec,
-                       f"annotation 'id' must be an integer, got {a.get('id')!r}", where)
+            report.add(
+                "error",
+                "wrong_type",
+                rec,
+                f"annotation 'id' must be an integer, got {a.get('id')!r}",
+                where,
+            )
         else:
             rec = f"annotation id {a['id']}"
             if a["id"] in ann_ids:
@@ -393,8 +503,9 @@ def check_coco_dict(data: dict, report: CheckReport, *, purpose: Purpose = "data
         img = None
         iid = a.get("image_id")
         if not is_int(iid):
-            report.add("error", "wrong_type", rec, f"'image_id' must be an integer, got {iid!r}",
-                       where)
+            report.add(
+                "error", "wrong_type", rec, f"'image_id' must be an integer, got {iid!r}", where
+            )
         elif iid not in imgs:
             report.add("error", "unknown_image", rec, f"image_id {iid} is not in 'images'", where)
         else:
@@ -402,22 +513,30 @@ def check_coco_dict(data: dict, report: CheckReport, *, purpose: Purpose = "data
             per_image[iid] += 1
         cid = a.get("category_id")
         if not is_int(cid):
-            report.add("error", "wrong_type", rec,
-                       f"'category_id' must be an integer, got {cid!r}", where)
+            report.add(
+                "error", "wrong_type", rec, f"'category_id' must be an integer, got {cid!r}", where
+            )
         elif cid not in cat_ids:
-            report.add("error", "unknown_category", rec,
-                       f"category_id {cid} is not in 'categories'", where)
+            report.add(
+                "error", "unknown_category", rec, f"category_id {cid} is not in 'categories'", where
+            )
         else:
             per_cat[cid] += 1
         crowd = a.get("iscrowd", 0)
         if crowd not in (0, 1) or isinstance(crowd, float):
-            report.add("error", "wrong_type", rec, f"'iscrowd' must be 0 or 1, got {crowd!r}",
-                       where)
+            report.add(
+                "error", "wrong_type", rec, f"'iscrowd' must be 0 or 1, got {crowd!r}", where
+            )
         elif crowd:
             report.num_crowd += 1
         if "area" in a and (not is_number(a["area"]) or a["area"] < 0):
-            report.add("error", "wrong_type", rec,
-                       f"'area' must be a finite number >= 0, got {a['area']!r}", where)
+            report.add(
+                "error",
+                "wrong_type",
+                rec,
+                f"'area' must be a finite number >= 0, got {a['area']!r}",
+                where,
+            )
         if "segmentation" in a and purpose == "dataset":
             _check_segmentation(a["segmentation"], img, report, rec, where)
         bbox = a.get("bbox")
@@ -427,22 +546,32 @@ def check_coco_dict(data: dict, report: CheckReport, *, purpose: Purpose = "data
         problem = bbox_problem(bbox)
         if problem:
             report.add("error", problem[0], rec, problem[1], where)
-        elif purpose == "dataset" and img is not None and is_int(img.get("width")) \
-                and is_int(img.get("height")):  # what the training loader drops or clips
+        elif (
+            purpose == "dataset"
+            and img is not None
+            and is_int(img.get("width"))
+            and is_int(img.get("height"))
+        ):  # what the training loader drops or clips
             _check_box_geometry(bbox, img, report, rec, where)
 
     report.num_images_without_annotations = sum(1 for iid in imgs if per_image[iid] == 0)
     for c in cats:
         if isinstance(c, dict) and is_int(c.get("id")) and per_cat[c["id"]] == 0 and anns:
-            report.add("warning", "empty_category", f"category id {c['id']} ({c.get('name')!r})",
-                       "no annotations in this file")
+            report.add(
+                "warning",
+                "empty_category",
+                f"category id {c['id']} ({c.get('name')!r})",
+                "no annotations in this file",
+            )
 
 
 # --------------------------------------------------------------------------------------------
 # results files: lists of detections checked against a ground truth's ids
 
-def detection_problem(i: int, r: Any, image_ids: Collection[int], cat_ids: Sequence[int]
-                      ) -> str | None:
+
+def detection_problem(
+    i: int, r: Any, image_ids: Collection[int], cat_ids: Sequence[int]
+) -> str | None:
     """Why detection ``[i]`` of a results list is invalid (the record and the rule), or None.
 
     ``image_ids``/``cat_ids``: the ground truth's ids (fast membership: a set for the images).
@@ -465,13 +594,16 @@ def detection_problem(i: int, r: Any, image_ids: Collection[int], cat_ids: Seque
     if int(r["image_id"]) not in image_ids:
         return f"{where}: image_id {r['image_id']} is not an image of the ground truth"
     if int(r["category_id"]) not in cat_ids:
-        return f"{where}: category_id {r['category_id']} is not a category of the ground truth " \
-               f"(known: {list(cat_ids)[:20]}{' ...' if len(cat_ids) > 20 else ''})"
+        return (
+            f"{where}: category_id {r['category_id']} is not a category of the ground truth "
+            f"(known: {list(cat_ids)[:20]}{' ...' if len(cat_ids) > 20 else ''})"
+        )
     return None
 
 
-def results_rows(records: Any, image_ids: Sequence[int], cat_ids: Sequence[int],
-                 source: str = "results") -> Any:
+def results_rows(
+    records: Any, image_ids: Sequence[int], cat_ids: Sequence[int], source: str = "results"
+) -> Any:
     """Validate a COCO results list; return ``[N, 7]`` float64 numpy rows
     ``[image_id, x, y, w, h, score, category_id]`` (pycocotools' ``loadNumpyAnnotations``).
 
@@ -483,8 +615,10 @@ def results_rows(records: Any, image_ids: Sequence[int], cat_ids: Sequence[int],
     import numpy as np
 
     if not isinstance(records, list):
-        raise DataError(f"{source}: COCO results must be a JSON list of detections, "
-                        f"got {type(records).__name__}")
+        raise DataError(
+            f"{source}: COCO results must be a JSON list of detections, "
+            f"got {type(records).__name__}"
+        )
     n = len(records)
     if n == 0:
         return np.zeros((0, 7), dtype=np.float64)
@@ -495,19 +629,32 @@ def results_rows(records: Any, image_ids: Sequence[int], cat_ids: Sequence[int],
         cat_l = [r["category_id"] for r in records]
         box_l = [r["bbox"] for r in records]
         score_l = [r["score"] for r in records]
-        types = set(map(type, itertools.chain(img_l, cat_l, score_l,
-                                              itertools.chain.from_iterable(box_l))))
+        types = set(
+            map(type, itertools.chain(img_l, cat_l, score_l, itertools.chain.from_iterable(box_l)))
+        )
         img, cat, box, score = (np.array(v) for v in (img_l, cat_l, box_l, score_l))
-        ok = (not any(t is bool or t is np.bool_ for t in types)
-              and img.dtype.kind == "i" and cat.dtype.kind == "i" and score.dtype.kind in "if"
-              and box.dtype.kind in "if" and box.shape == (n, 4) and score.shape == (n,))
+        ok = (
+            not any(t is bool or t is np.bool_ for t in types)
+            and img.dtype.kind == "i"
+            and cat.dtype.kind == "i"
+            and score.dtype.kind in "if"
+            and box.dtype.kind in "if"
+            and box.shape == (n, 4)
+            and score.shape == (n,)
+        )
     except (TypeError, KeyError, ValueError, IndexError):
         ok = False
     if ok:
         box = box.astype(np.float64)
         score = score.astype(np.float64)
-        bad = (~np.isfinite(box).all(1) | (box[:, 2] < 0) | (box[:, 3] < 0) | ~np.isfinite(score)
-               | ~np.isin(img, img_ids) | ~np.isin(cat, cats))
+        bad = (
+            ~np.isfinite(box).all(1)
+            | (box[:, 2] < 0)
+            | (box[:, 3] < 0)
+            | ~np.isfinite(score)
+            | ~np.isin(img, img_ids)
+            | ~np.isin(cat, cats)
+        )
         if not bad.any():
             rows = np.empty((n, 7), dtype=np.float64)
             rows[:, 0], rows[:, 1:5], rows[:, 5], rows[:, 6] = img, box, score, cat
@@ -527,6 +674,7 @@ def results_rows(records: Any, image_ids: Sequence[int], cat_ids: Sequence[int],
 # --------------------------------------------------------------------------------------------
 # image folders and image files
 
+
 def image_dir_candidates(ann_file: str | os.PathLike) -> list[Path]:
     """Folders where the images of ``ann_file`` usually are, most likely first.
 
@@ -538,8 +686,11 @@ def image_dir_candidates(ann_file: str | os.PathLike) -> list[Path]:
     jdir = ann.parent
     base = jdir.parent if jdir.name == "annotations" else jdir
     stem = ann.stem
-    splits = list(dict.fromkeys([stem.split("_", 1)[1] if "_" in stem else stem,
-                                 stem.rsplit("_", 1)[-1], stem]))
+    splits = list(
+        dict.fromkeys(
+            [stem.split("_", 1)[1] if "_" in stem else stem, stem.rsplit("_", 1)[-1], stem]
+        )
+    )
     out = [base / splits[0], base / "images" / splits[0], base / "images", jdir, base]
     for s in splits[1:]:
         out += [base / s, base / "images" / s]
@@ -547,12 +698,17 @@ def image_dir_candidates(ann_file: str | os.PathLike) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def guess_image_dir(ann_file: str | os.PathLike, images: list[dict]) -> tuple[Path | None, list[Path]]:
+def guess_image_dir(
+    ann_file: str | os.PathLike, images: list[dict]
+) -> tuple[Path | None, list[Path]]:
     """First candidate folder holding any of the first few ``file_name`` s; ``(None, tried)``
     when none does (``tried`` lists the folders looked at)."""
     cands = image_dir_candidates(ann_file)
-    names = [im["file_name"] for im in images[:5]
-             if isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]]
+    names = [
+        im["file_name"]
+        for im in images[:5]
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]
+    ]
     for d in cands:
         if d.is_dir() and any((d / n).is_file() for n in names):
             return d, cands
@@ -576,11 +732,22 @@ def check_images(data: dict, image_dir: Path, report: CheckReport, progress: boo
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
-    images = [im for im in data.get("images", []) if isinstance(im, dict)
-              and is_int(im.get("id")) and isinstance(im.get("file_name"), str) and im["file_name"]]
+    images = [
+        im
+        for im in data.get("images", [])
+        if isinstance(im, dict)
+        and is_int(im.get("id"))
+        and isinstance(im.get("file_name"), str)
+        and im["file_name"]
+    ]
     seen: set[int] = set()
-    for im in tqdm(images, desc=f"checking images of {Path(report.file).name}", unit="img",
-                   disable=not progress or len(images) < 200, leave=False):
+    for im in tqdm(
+        images,
+        desc=f"checking images of {Path(report.file).name}",
+        unit="img",
+        disable=not progress or len(images) < 200,
+        leave=False,
+    ):
         if im["id"] in seen:
             continue
         seen.add(im["id"])
@@ -600,12 +767,20 @@ def check_images(data: dict, image_dir: Path, report: CheckReport, progress: boo
             continue
         w, h = im.get("width"), im.get("height")
         if is_int(w) and is_int(h) and (w, h) != size:
-            report.add("error", "size_mismatch", rec,
-                       f"file is {size[0]}x{size[1]} (WxH) but the json says {w}x{h}")
+            report.add(
+                "error",
+                "size_mismatch",
+                rec,
+                f"file is {size[0]}x{size[1]} (WxH) but the json says {w}x{h}",
+            )
 
 
-def check_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-               open_images: bool = True, progress: bool = True) -> CheckReport:
+def check_coco(
+    ann_file: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    open_images: bool = True,
+    progress: bool = True,
+) -> CheckReport:
     """Check one COCO json (and, with ``open_images``, its image files); never raises for
     defects in the data, which all go into the returned report."""
     ann_file = Path(ann_file)
@@ -628,9 +803,14 @@ def check_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None 
     else:
         d, tried = guess_image_dir(ann_file, images)
         if d is None:
-            report.add("error", "missing_image_dir", "(images)",
-                       "cannot find the image folder; looked in " + ", ".join(map(str, tried))
-                       + " (pass --images DIR)")
+            report.add(
+                "error",
+                "missing_image_dir",
+                "(images)",
+                "cannot find the image folder; looked in "
+                + ", ".join(map(str, tried))
+                + " (pass --images DIR)",
+            )
             return report
     report.image_dir = str(d)
     check_images(data, d, report, progress=progress)
@@ -639,6 +819,7 @@ def check_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None 
 
 # --------------------------------------------------------------------------------------------
 # CLI
+
 
 def _json_files(path: Path) -> list[Path]:
     if path.is_file():
@@ -658,8 +839,12 @@ def cli_check(args: argparse.Namespace) -> int:
     Prints one report per json file; exit status 1 when any file has errors.
     """
     files = _json_files(Path(args.path))
-    reports = [check_coco(f, image_dir=args.images, open_images=not args.no_images,
-                          progress=sys.stderr.isatty()) for f in files]
+    reports = [
+        check_coco(
+            f, image_dir=args.images, open_images=not args.no_images, progress=sys.stderr.isatty()
+        )
+        for f in files
+    ]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     else:

@@ -62,8 +62,11 @@ from percepta.registry import DATASETS
 __all__ = ["CocoDatasetConfig", "CocoDetection", "build_coco_dataset", "resolve_path"]
 
 _MAX_LISTED = 20
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+warnings.filterwarnings(
+    "ignore",
+    message="The image decoding and encoding capabilities of TorchVision",
+    category=DeprecationWarning,
+)
 
 
 @dataclass
@@ -98,9 +101,15 @@ class CocoDetection(Dataset):
     ``masks`` (``uint8 [N,H,W]``).
     """
 
-    def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                 transforms: Callable[..., Any] | None = None, with_masks: bool = False,
-                 filter_empty: bool = False, max_images: int = 0) -> None:
+    def __init__(
+        self,
+        ann_file: str | os.PathLike,
+        image_dir: str | os.PathLike | None = None,
+        transforms: Callable[..., Any] | None = None,
+        with_masks: bool = False,
+        filter_empty: bool = False,
+        max_images: int = 0,
+    ) -> None:
         self.ann_file = Path(ann_file)
         self.transforms = transforms
         self.with_masks = with_masks
@@ -112,8 +121,10 @@ class CocoDetection(Dataset):
             errs = report.errors
             listed = "\n".join(f"  {p.record}: {p.message}" for p in errs[:_MAX_LISTED])
             more = f"\n  ... and {len(errs) - _MAX_LISTED} more" if len(errs) > _MAX_LISTED else ""
-            raise DataError(f"{self.ann_file}: {len(errs)} error(s) in the annotation file:\n"
-                            f"{listed}{more}\n(`percepta data check {self.ann_file}` lists all problems)")
+            raise DataError(
+                f"{self.ann_file}: {len(errs)} error(s) in the annotation file:\n"
+                f"{listed}{more}\n(`percepta data check {self.ann_file}` lists all problems)"
+            )
 
         cats = sorted(data["categories"], key=lambda c: c["id"])
         self.cat_ids: list[int] = [c["id"] for c in cats]
@@ -122,17 +133,21 @@ class CocoDetection(Dataset):
         self.cat_id_to_label: dict[int, int] = {cid: i for i, cid in enumerate(self.cat_ids)}
         # dataset facts a model needs (the one route: percepta.components fills the model's
         # options from ``meta``; checkpoints then carry them)
-        self.meta: dict[str, Any] = {"class_names": list(self.class_names),
-                                     "num_classes": self.num_classes,
-                                     "category_ids": list(self.cat_ids)}
+        self.meta: dict[str, Any] = {
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "category_ids": list(self.cat_ids),
+        }
         self._build_index(data, filter_empty, max_images)
 
         if image_dir is None or str(image_dir) == "":
             guessed, tried = guess_image_dir(self.ann_file, data["images"])
             if guessed is None:
                 first = data["images"][0]["file_name"] if data["images"] else "(no images)"
-                raise DataError(f"{self.ann_file}: cannot find the image folder; looked for "
-                                f"{first!r} in " + ", ".join(map(str, tried)) + " (set image_dir)")
+                raise DataError(
+                    f"{self.ann_file}: cannot find the image folder; looked for "
+                    f"{first!r} in " + ", ".join(map(str, tried)) + " (set image_dir)"
+                )
             self.image_dir = guessed
         else:
             self.image_dir = Path(image_dir)
@@ -156,8 +171,12 @@ class CocoDetection(Dataset):
                     dropped += 1
                     continue
                 clipped += issue == "partly_outside"
-                xyxy = [min(max(x, 0.0), W), min(max(y, 0.0), H),
-                        min(max(x + w, 0.0), W), min(max(y + h, 0.0), H)]
+                xyxy = [
+                    min(max(x, 0.0), W),
+                    min(max(y, 0.0), H),
+                    min(max(x + w, 0.0), W),
+                    min(max(y + h, 0.0), H),
+                ]
                 if xyxy[2] <= xyxy[0] or xyxy[3] <= xyxy[1]:
                     dropped += 1
                     continue
@@ -172,26 +191,40 @@ class CocoDetection(Dataset):
             if filter_empty and not boxes:
                 continue
             images.append(im)
-            rows.append((np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
-                         np.asarray(areas, np.float32), np.asarray(ignore, np.float32).reshape(-1, 4),
-                         anns if self.with_masks else None))
+            rows.append(
+                (
+                    np.asarray(boxes, np.float32).reshape(-1, 4),
+                    np.asarray(labels, np.int64),
+                    np.asarray(areas, np.float32),
+                    np.asarray(ignore, np.float32).reshape(-1, 4),
+                    anns if self.with_masks else None,
+                )
+            )
             if max_images and len(images) >= max_images:
                 break
         if clipped or dropped:
-            warnings.warn(f"{self.ann_file}: {clipped} boxes partly outside their image were "
-                          f"clipped, {dropped} zero-size or outside boxes were dropped "
-                          f"(`percepta data check` lists them)", stacklevel=3)
+            warnings.warn(
+                f"{self.ann_file}: {clipped} boxes partly outside their image were "
+                f"clipped, {dropped} zero-size or outside boxes were dropped "
+                f"(`percepta data check` lists them)",
+                stacklevel=3,
+            )
         if legacy:
-            warnings.warn(f"{self.ann_file}: {legacy} annotations have 'ignore': 1 or "
-                          "'difficult': 1 but iscrowd 0; they are trained and evaluated as "
-                          "ordinary objects, as the COCO tools do (set iscrowd to 1 to make them "
-                          "ignore regions; `percepta data convert voc` does so)", stacklevel=3)
+            warnings.warn(
+                f"{self.ann_file}: {legacy} annotations have 'ignore': 1 or "
+                "'difficult': 1 but iscrowd 0; they are trained and evaluated as "
+                "ordinary objects, as the COCO tools do (set iscrowd to 1 to make them "
+                "ignore regions; `percepta data convert voc` does so)",
+                stacklevel=3,
+            )
         if self.with_masks:
             for im, row in zip(images, rows):
                 for a in row[4]:
                     if not a.get("segmentation"):
-                        raise DataError(f"{self.ann_file}: annotation id {a['id']} (image id "
-                                        f"{im['id']}) has no segmentation but with_masks=True")
+                        raise DataError(
+                            f"{self.ann_file}: annotation id {a['id']} (image id "
+                            f"{im['id']}) has no segmentation but with_masks=True"
+                        )
         self._images = images
         self._rows = rows
         self.image_ids: list[int] = [im["id"] for im in images]
@@ -200,8 +233,11 @@ class CocoDetection(Dataset):
         for a in data["annotations"]:
             if a["image_id"] in keep:
                 if "iscrowd" not in a or "area" not in a:
-                    a = {**a, "iscrowd": a.get("iscrowd", 0),
-                         "area": a.get("area", float(a["bbox"][2] * a["bbox"][3]))}
+                    a = {
+                        **a,
+                        "iscrowd": a.get("iscrowd", 0),
+                        "area": a.get("area", float(a["bbox"][2] * a["bbox"][3])),
+                    }
                 gt_anns.append(a)
         self.coco_gt: dict = {k: v for k, v in data.items() if k not in ("images", "annotations")}
         self.coco_gt["images"] = images
@@ -254,17 +290,21 @@ class CocoDetection(Dataset):
         img = self.load_image(index)
         H, W = int(img.shape[-2]), int(img.shape[-1])
         if (info["width"], info["height"]) != (W, H):
-            raise DataError(f"{self.ann_file}: image id {info['id']}: file {self.image_path(index)} "
-                            f"is {W}x{H} (WxH) but the json says {info['width']}x{info['height']}")
+            raise DataError(
+                f"{self.ann_file}: image id {info['id']}: file {self.image_path(index)} "
+                f"is {W}x{H} (WxH) but the json says {info['width']}x{info['height']}"
+            )
         boxes, labels, areas, ignore, anns = self._rows[index]
         target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes.copy()), format="XYXY",
-                                              canvas_size=(H, W)),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(boxes.copy()), format="XYXY", canvas_size=(H, W)
+            ),
             "labels": torch.from_numpy(labels.copy()),
             "image_id": int(info["id"]),
             "orig_size": (H, W),
-            "ignore_boxes": tv_tensors.BoundingBoxes(torch.from_numpy(ignore.copy()), format="XYXY",
-                                                     canvas_size=(H, W)),
+            "ignore_boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(ignore.copy()), format="XYXY", canvas_size=(H, W)
+            ),
             "area": torch.from_numpy(areas.copy()),
         }
         if self.with_masks:
@@ -274,8 +314,10 @@ class CocoDetection(Dataset):
         return img, target
 
     def __repr__(self) -> str:
-        return (f"CocoDetection({self.ann_file}, images={len(self)}, classes={self.num_classes}, "
-                f"image_dir={self.image_dir})")
+        return (
+            f"CocoDetection({self.ann_file}, images={len(self)}, classes={self.num_classes}, "
+            f"image_dir={self.image_dir})"
+        )
 
 
 def _decode(path: Path) -> torch.Tensor:
@@ -310,7 +352,9 @@ def _opt(cfg: Any, key: str, default: Any) -> Any:
 
 
 @DATASETS.register("coco", options=CocoDatasetConfig)
-def build_coco_dataset(cfg: CocoDatasetConfig, root: str = ".", train: bool = True) -> CocoDetection:
+def build_coco_dataset(
+    cfg: CocoDatasetConfig, root: str = ".", train: bool = True
+) -> CocoDetection:
     """COCO-format detection json + images (also VOC / Penn-Fudan after `percepta data convert`)."""
     from percepta.data.transforms import build_transforms
 
@@ -321,7 +365,8 @@ def build_coco_dataset(cfg: CocoDatasetConfig, root: str = ".", train: bool = Tr
     image_dir = str(_opt(cfg, "image_dir", "") or "")
     img_dir = resolve_path(image_dir, root, "image folder", want_dir=True) if image_dir else None
     return CocoDetection(
-        ann_file, img_dir,
+        ann_file,
+        img_dir,
         transforms=build_transforms(train, bool(_opt(cfg, "augment", True))),
         with_masks=bool(_opt(cfg, "with_masks", False)),
         filter_empty=bool(_opt(cfg, "filter_empty", False)),

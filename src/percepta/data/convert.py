@@ -94,6 +94,7 @@ def _image_size(path: Path, record: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 # Pascal VOC
 
+
 def _text(node: ET.Element, tag: str, xml: Path, what: str) -> str:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
@@ -123,28 +124,46 @@ def _parse_voc_xml(xml: Path) -> tuple[str | None, list[dict[str, Any]], tuple[i
         if bb is None:
             raise DataError(f"{xml}: object {k} ({name!r}) has no <bndbox>")
         try:
-            x0, y0, x1, y1 = (float(_text(bb, t, xml, f"{what} <bndbox>"))
-                              for t in ("xmin", "ymin", "xmax", "ymax"))
+            x0, y0, x1, y1 = (
+                float(_text(bb, t, xml, f"{what} <bndbox>"))
+                for t in ("xmin", "ymin", "xmax", "ymax")
+            )
         except ValueError as e:
-            raise DataError(f"{xml}: object {k} ({name!r}): bndbox coordinate is not a number: {e}") from None
+            raise DataError(
+                f"{xml}: object {k} ({name!r}): bndbox coordinate is not a number: {e}"
+            ) from None
         if x1 < x0 or y1 < y0:
-            raise DataError(f"{xml}: object {k} ({name!r}): bndbox has xmax < xmin or ymax < ymin "
-                            f"({x0}, {y0}, {x1}, {y1})")
+            raise DataError(
+                f"{xml}: object {k} ({name!r}): bndbox has xmax < xmin or ymax < ymin "
+                f"({x0}, {y0}, {x1}, {y1})"
+            )
 
         def flag(tag: str) -> int:
             t = obj.findtext(tag)
             try:
                 return int(float(t)) if t and t.strip() else 0
             except ValueError:
-                raise DataError(f"{xml}: object {k} ({name!r}): <{tag}> is not a number: {t!r}") from None
+                raise DataError(
+                    f"{xml}: object {k} ({name!r}): <{tag}> is not a number: {t!r}"
+                ) from None
 
-        objects.append({"name": name, "box": (x0, y0, x1, y1), "difficult": flag("difficult"),
-                        "truncated": flag("truncated")})
+        objects.append(
+            {
+                "name": name,
+                "box": (x0, y0, x1, y1),
+                "difficult": flag("difficult"),
+                "truncated": flag("truncated"),
+            }
+        )
     return fn, objects, size
 
 
-def voc_to_coco(src: str | os.PathLike, out: str | os.PathLike, split: str | None = None,
-                classes: Sequence[str] | str | None = None) -> dict:
+def voc_to_coco(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str | None = None,
+    classes: Sequence[str] | str | None = None,
+) -> dict:
     """Convert a Pascal VOC folder to a COCO json written at ``out``; returns the json dict.
 
     Args:
@@ -175,7 +194,9 @@ def voc_to_coco(src: str | os.PathLike, out: str | os.PathLike, split: str | Non
     xmls = sorted(xmls, key=lambda p: p.stem)
 
     parsed = []
-    for xml in tqdm(xmls, desc="reading VOC xml", unit="file", disable=len(xmls) < 500, leave=False):
+    for xml in tqdm(
+        xmls, desc="reading VOC xml", unit="file", disable=len(xmls) < 500, leave=False
+    ):
         fn, objects, size = _parse_voc_xml(xml)
         parsed.append((xml, fn or f"{xml.stem}.jpg", objects, size))
     if isinstance(classes, str):
@@ -191,32 +212,57 @@ def voc_to_coco(src: str | os.PathLike, out: str | os.PathLike, split: str | Non
     skipped: dict[str, int] = {}
     size_mismatch = 0
     for image_id, (xml, fn, objects, size) in enumerate(
-            tqdm(parsed, desc="converting VOC", unit="img", disable=len(parsed) < 500, leave=False), start=1):
+        tqdm(parsed, desc="converting VOC", unit="img", disable=len(parsed) < 500, leave=False),
+        start=1,
+    ):
         path = img_dir / fn
         w, h = _image_size(path, str(xml))
         size_mismatch += size is not None and size != (w, h) and size != (0, 0)
-        images.append({"id": image_id, "file_name": _rel_name(path, out_dir), "width": w,
-                       "height": h, "voc_id": xml.stem})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": _rel_name(path, out_dir),
+                "width": w,
+                "height": h,
+                "voc_id": xml.stem,
+            }
+        )
         for o in objects:
             if o["name"] not in cat_id:
                 skipped[o["name"]] = skipped.get(o["name"], 0) + 1
                 continue
             x0, y0, x1, y1 = o["box"]
             bw, bh = x1 - x0 + 1, y1 - y0 + 1
-            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": cat_id[o["name"]],
-                   "bbox": [_num(x0 - 1), _num(y0 - 1), _num(bw), _num(bh)], "area": _num(bw * bh),
-                   "iscrowd": int(bool(o["difficult"])),  # ignore region (module docstring)
-                   "truncated": o["truncated"], "difficult": o["difficult"]}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": cat_id[o["name"]],
+                "bbox": [_num(x0 - 1), _num(y0 - 1), _num(bw), _num(bh)],
+                "area": _num(bw * bh),
+                "iscrowd": int(bool(o["difficult"])),  # ignore region (module docstring)
+                "truncated": o["truncated"],
+                "difficult": o["difficult"],
+            }
             anns.append(ann)
     if skipped:
-        warnings.warn(f"{src}: skipped objects of classes not in `classes`: {skipped}", stacklevel=2)
+        warnings.warn(
+            f"{src}: skipped objects of classes not in `classes`: {skipped}", stacklevel=2
+        )
     if size_mismatch:
-        warnings.warn(f"{src}: {size_mismatch} xml <size> entries differ from the image files; "
-                      "the image files' sizes were used", stacklevel=2)
+        warnings.warn(
+            f"{src}: {size_mismatch} xml <size> entries differ from the image files; "
+            "the image files' sizes were used",
+            stacklevel=2,
+        )
     coco = {
-        "info": {"description": f"Pascal VOC {src.name}" + (f" ({split})" if split else "")
-                 + " converted by percepta", "source": str(src.resolve())},
-        "images": images, "annotations": anns,
+        "info": {
+            "description": f"Pascal VOC {src.name}"
+            + (f" ({split})" if split else "")
+            + " converted by percepta",
+            "source": str(src.resolve()),
+        },
+        "images": images,
+        "annotations": anns,
         "categories": [{"id": i, "name": c, "supercategory": "none"} for c, i in cat_id.items()],
     }
     write_coco(coco, out)
@@ -225,6 +271,7 @@ def voc_to_coco(src: str | os.PathLike, out: str | os.PathLike, split: str | Non
 
 # --------------------------------------------------------------------------------------------
 # Penn-Fudan
+
 
 def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
     """Convert a Penn-Fudan folder (``PNGImages/``, ``PedMasks/``) to a COCO json with RLE
@@ -239,8 +286,10 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
     if not files:
         raise DataError(f"{img_dir}: no PNG images")
     images, anns = [], []
-    for image_id, path in enumerate(tqdm(files, desc="converting Penn-Fudan", unit="img",
-                                         leave=False, disable=len(files) < 50), start=1):
+    for image_id, path in enumerate(
+        tqdm(files, desc="converting Penn-Fudan", unit="img", leave=False, disable=len(files) < 50),
+        start=1,
+    ):
         mpath = mask_dir / f"{path.stem}_mask.png"
         w, h = _image_size(path, f"image {path.name}")
         if not mpath.is_file():
@@ -251,9 +300,13 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{mpath}: cannot read mask: {e}") from None
         if mask.ndim != 2 or mask.shape != (h, w):
-            raise DataError(f"{mpath}: mask of shape {mask.shape} does not match the "
-                            f"{w}x{h} image {path.name} (expected a single-channel {h}x{w} mask)")
-        images.append({"id": image_id, "file_name": _rel_name(path, out.parent), "width": w, "height": h})
+            raise DataError(
+                f"{mpath}: mask of shape {mask.shape} does not match the "
+                f"{w}x{h} image {path.name} (expected a single-channel {h}x{w} mask)"
+            )
+        images.append(
+            {"id": image_id, "file_name": _rel_name(path, out.parent), "width": w, "height": h}
+        )
         inst = [int(v) for v in np.unique(mask) if v != 0]
         if not inst:
             continue
@@ -261,14 +314,26 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
         rles = mask_utils.encode(stack)
         bboxes, areas = mask_utils.toBbox(rles), mask_utils.area(rles)
         for k, rle, bb, area in zip(inst, rles, bboxes, areas):
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
-                         "bbox": [float(v) for v in bb], "area": float(area), "iscrowd": 0,
-                         "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
-                         "instance_id": k})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [float(v) for v in bb],
+                    "area": float(area),
+                    "iscrowd": 0,
+                    "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                    "instance_id": k,
+                }
+            )
     coco = {
-        "info": {"description": "Penn-Fudan pedestrians converted by percepta (boxes and RLE "
-                 "masks from PedMasks)", "source": str(src.resolve())},
-        "images": images, "annotations": anns,
+        "info": {
+            "description": "Penn-Fudan pedestrians converted by percepta (boxes and RLE "
+            "masks from PedMasks)",
+            "source": str(src.resolve()),
+        },
+        "images": images,
+        "annotations": anns,
         "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
     }
     write_coco(coco, out)
@@ -276,6 +341,7 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+
 
 def cli_convert(args: argparse.Namespace) -> int:
     """``percepta data convert {voc,pennfudan} SRC --out JSON [--split S] [--classes a,b]``."""
@@ -285,6 +351,8 @@ def cli_convert(args: argparse.Namespace) -> int:
         if args.split or args.classes:
             raise DataError("--split and --classes apply to the voc format only")
         coco = pennfudan_to_coco(args.src, args.out)
-    print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} "
-          f"annotations, {len(coco['categories'])} categories")
+    print(
+        f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} "
+        f"annotations, {len(coco['categories'])} categories"
+    )
     return 0

@@ -37,8 +37,11 @@ class DataFacts:
 
     @classmethod
     def of(cls, train_dataset: Any = None, val_dataset: Any = None) -> DataFacts:
-        return cls(dataset_meta(train_dataset), dataset_meta(val_dataset),
-                   has_train=train_dataset is not None)
+        return cls(
+            dataset_meta(train_dataset),
+            dataset_meta(val_dataset),
+            has_train=train_dataset is not None,
+        )
 
     def get(self, key: str, default: Any = None) -> Any:
         """The training split's fact, else the validation split's, else ``default``."""

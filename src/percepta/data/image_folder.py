@@ -50,13 +50,16 @@ class ImageFolder(Dataset):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"image folder not found: {self.folder}")
-        files = sorted(p for p in self.folder.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if max_images > 0:
             files = files[:max_images]
         if not files:
-            raise DataError(f"image folder {self.folder} holds no images "
-                            f"(looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
+            raise DataError(
+                f"image folder {self.folder} holds no images "
+                f"(looked for {', '.join(IMAGE_SUFFIXES)}, recursively)"
+            )
         self.files = files
 
     def __len__(self) -> int:
@@ -90,5 +93,7 @@ def build_image_folder(cfg: ImageFolderConfig, root: str = ".", train: bool = Tr
     path = str(getattr(cfg, "path", "???"))
     if path in ("", "???"):
         raise DataError("dataset option 'path' is not set (folder of unlabelled images)")
-    return ImageFolder(resolve_path(path, root, "image folder", want_dir=True),
-                       max_images=int(getattr(cfg, "max_images", 0)))
+    return ImageFolder(
+        resolve_path(path, root, "image folder", want_dir=True),
+        max_images=int(getattr(cfg, "max_images", 0)),
+    )

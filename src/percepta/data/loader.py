@@ -54,8 +54,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from percepta.errors import DataError
 from percepta.structures import collate
 
-__all__ = ["ResumableBatchSampler", "ShardedSampler", "SkippingDataLoader", "sample_seed",
-           "build_train_loader", "build_eval_loader"]
+__all__ = [
+    "ResumableBatchSampler",
+    "ShardedSampler",
+    "SkippingDataLoader",
+    "sample_seed",
+    "build_train_loader",
+    "build_eval_loader",
+]
 
 _LISTED_FILES = 3  # bad samples quoted in the error past max_skip_fraction
 
@@ -76,13 +82,23 @@ class ResumableBatchSampler(Sampler[list[int]]):
         shuffle: ``False`` walks the dataset in order every epoch.
     """
 
-    def __init__(self, num_samples: int, global_batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, start_iter: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iter: int = 0,
+        shuffle: bool = True,
+    ) -> None:
         if global_batch_size <= 0:
             raise ValueError(f"global batch size must be positive, got {global_batch_size}")
         if global_batch_size % world_size != 0:
-            raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                             f"number of processes {world_size}")
+            raise ValueError(
+                f"global batch size {global_batch_size} is not divisible by the "
+                f"number of processes {world_size}"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.num_samples = int(num_samples)
@@ -95,8 +111,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.batches_per_epoch = self.num_samples // self.global_batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{self.num_samples} samples are fewer than one global batch "
-                             f"({self.global_batch_size})")
+            raise ValueError(
+                f"{self.num_samples} samples are fewer than one global batch "
+                f"({self.global_batch_size})"
+            )
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The sample order of ``epoch`` (identical on every rank)."""
@@ -110,7 +128,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         """The dataset indices of global batch ``iteration`` (all ranks together)."""
         epoch, i = divmod(int(iteration), self.batches_per_epoch)
         b = self.global_batch_size
-        return self.permutation(epoch)[i * b:(i + 1) * b].tolist()
+        return self.permutation(epoch)[i * b : (i + 1) * b].tolist()
 
     def epoch_batches(self) -> Iterator[tuple[int, list[int]]]:
         """``(epoch, this rank's indices)`` for global iteration ``start_iter``, ``+1``, ..."""
@@ -119,7 +137,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         while True:
             perm = self.permutation(epoch)
             for j in range(i, self.batches_per_epoch):
-                yield epoch, perm[j * b + self.rank:(j + 1) * b:self.world_size].tolist()
+                yield epoch, perm[j * b + self.rank : (j + 1) * b : self.world_size].tolist()
             epoch, i = epoch + 1, 0
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -258,13 +276,21 @@ class SkippingDataLoader(DataLoader):
         **kwargs: passed to :class:`torch.utils.data.DataLoader`.
     """
 
-    def __init__(self, dataset: Dataset, *, seed: int, collate_fn: Callable[[list[Any]], Any],
-                 max_skip_fraction: float, setting: str = "max_skip_fraction",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        seed: int,
+        collate_fn: Callable[[list[Any]], Any],
+        max_skip_fraction: float,
+        setting: str = "max_skip_fraction",
+        **kwargs: Any,
+    ) -> None:
         if not 0.0 <= float(max_skip_fraction) <= 1.0:
             raise DataError(f"{setting}={max_skip_fraction} must be a fraction in [0, 1]")
-        super().__init__(_GuardedDataset(dataset, seed), collate_fn=_SkippingCollate(collate_fn),
-                         **kwargs)
+        super().__init__(
+            _GuardedDataset(dataset, seed), collate_fn=_SkippingCollate(collate_fn), **kwargs
+        )
         self.source_name = _dataset_name(dataset)
         self.num_source_samples = len(self.dataset)  # type: ignore[arg-type]
         self.max_skip_fraction = float(max_skip_fraction)
@@ -289,32 +315,51 @@ class SkippingDataLoader(DataLoader):
             if index in self.bad_samples:
                 continue
             self.bad_samples[index] = message
-            limit = (f"; more than {self.setting}={self.max_skip_fraction:g} stops the run"
-                     if self.max_skip_fraction < 1.0 else "")
-            warnings.warn(f"skipping a sample that cannot be loaded: {message} "
-                          f"({len(self.bad_samples)} of {n} samples bad so far{limit})",
-                          UserWarning, stacklevel=3)
+            limit = (
+                f"; more than {self.setting}={self.max_skip_fraction:g} stops the run"
+                if self.max_skip_fraction < 1.0
+                else ""
+            )
+            warnings.warn(
+                f"skipping a sample that cannot be loaded: {message} "
+                f"({len(self.bad_samples)} of {n} samples bad so far{limit})",
+                UserWarning,
+                stacklevel=3,
+            )
         if len(self.bad_samples) > self.max_skip_fraction * n:
             first = "; ".join(list(self.bad_samples.values())[:_LISTED_FILES])
             more = " ..." if len(self.bad_samples) > _LISTED_FILES else ""
-            raise DataError(f"{len(self.bad_samples)} of {n} samples of dataset "
-                            f"{self.source_name} could not be loaded, more than "
-                            f"{self.setting}={self.max_skip_fraction:g} allows: {first}{more} "
-                            "(fix or remove them; `percepta data check` opens every image)")
+            raise DataError(
+                f"{len(self.bad_samples)} of {n} samples of dataset "
+                f"{self.source_name} could not be loaded, more than "
+                f"{self.setting}={self.max_skip_fraction:g} allows: {first}{more} "
+                "(fix or remove them; `percepta data check` opens every image)"
+            )
 
 
 def _length(dataset: Dataset) -> int:
     if not isinstance(dataset, Sized):
-        raise DataError(f"dataset {_dataset_name(dataset)} has no length; the trainer needs a "
-                        "map-style dataset (with __len__ and __getitem__)")
+        raise DataError(
+            f"dataset {_dataset_name(dataset)} has no length; the trainer needs a "
+            "map-style dataset (with __len__ and __getitem__)"
+        )
     return len(dataset)
 
 
-def build_train_loader(dataset: Dataset, global_batch_size: int, *, seed: int = 0, rank: int = 0,
-                       world_size: int = 1, start_iter: int = 0, num_workers: int = 0,
-                       collate_fn: Callable[[list[Any]], Any] = collate, pin_memory: bool = False,
-                       shuffle: bool = True, max_skip_fraction: float = 0.05
-                       ) -> SkippingDataLoader:
+def build_train_loader(
+    dataset: Dataset,
+    global_batch_size: int,
+    *,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    start_iter: int = 0,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] = collate,
+    pin_memory: bool = False,
+    shuffle: bool = True,
+    max_skip_fraction: float = 0.05,
+) -> SkippingDataLoader:
     """An endless loader yielding this rank's part of global batch ``start_iter``, ``+1``, ...
 
     Sample ``i`` of epoch ``e`` is augmented under RNGs seeded from ``(seed, e, i)`` (see the
@@ -333,23 +378,46 @@ def build_train_loader(dataset: Dataset, global_batch_size: int, *, seed: int = 
     """
     n = _length(dataset)
     if n < global_batch_size:
-        raise DataError(f"training dataset {_dataset_name(dataset)} has {n} samples, fewer than "
-                        f"one global batch (train.batch_size={global_batch_size})")
-    sampler = _KeyedBatchSampler(n, global_batch_size, seed=seed, rank=rank,
-                                 world_size=world_size, start_iter=start_iter, shuffle=shuffle)
+        raise DataError(
+            f"training dataset {_dataset_name(dataset)} has {n} samples, fewer than "
+            f"one global batch (train.batch_size={global_batch_size})"
+        )
+    sampler = _KeyedBatchSampler(
+        n,
+        global_batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        start_iter=start_iter,
+        shuffle=shuffle,
+    )
     g = torch.Generator()
     g.manual_seed((int(seed) * 1_000_003 + int(rank) * 7_919 + int(start_iter)) % (2**63))
-    return SkippingDataLoader(dataset, seed=seed, collate_fn=collate_fn,
-                              max_skip_fraction=max_skip_fraction,
-                              setting="train.max_skip_fraction", batch_sampler=sampler,
-                              num_workers=num_workers, pin_memory=pin_memory, generator=g,
-                              persistent_workers=False)
+    return SkippingDataLoader(
+        dataset,
+        seed=seed,
+        collate_fn=collate_fn,
+        max_skip_fraction=max_skip_fraction,
+        setting="train.max_skip_fraction",
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=g,
+        persistent_workers=False,
+    )
 
 
-def build_eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size: int = 1,
-                      num_workers: int = 0, collate_fn: Callable[[list[Any]], Any] = collate,
-                      pin_memory: bool = False, max_skip_fraction: float = 1.0
-                      ) -> SkippingDataLoader:
+def build_eval_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    collate_fn: Callable[[list[Any]], Any] = collate,
+    pin_memory: bool = False,
+    max_skip_fraction: float = 1.0,
+) -> SkippingDataLoader:
     """A loader over this rank's strided shard of ``dataset`` (in order, no duplicates).
 
     Samples whose loading raises DataError are skipped with one warning each (every other
@@ -360,8 +428,15 @@ def build_eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world
     n = _length(dataset)
     g = torch.Generator()
     g.manual_seed(int(rank))
-    return SkippingDataLoader(dataset, seed=0, collate_fn=collate_fn,
-                              max_skip_fraction=max_skip_fraction,
-                              batch_size=max(1, int(batch_size)),
-                              sampler=ShardedSampler(n, rank, world_size), num_workers=num_workers,
-                              pin_memory=pin_memory, generator=g, drop_last=False)
+    return SkippingDataLoader(
+        dataset,
+        seed=0,
+        collate_fn=collate_fn,
+        max_skip_fraction=max_skip_fraction,
+        batch_size=max(1, int(batch_size)),
+        sampler=ShardedSampler(n, rank, world_size),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=g,
+        drop_last=False,
+    )

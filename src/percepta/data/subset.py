@@ -20,11 +20,13 @@ from percepta.errors import DataError
 __all__ = ["coco_subset"]
 
 
-def coco_subset(src: str | os.PathLike, dst: str | os.PathLike,
-                classes: Sequence[str] | None = None,
-                keep_image: Callable[[dict[str, Any]], bool] | None = None,
-                keep_annotation: Callable[[dict[str, Any], str], bool] | None = None
-                ) -> dict[str, int]:
+def coco_subset(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    classes: Sequence[str] | None = None,
+    keep_image: Callable[[dict[str, Any]], bool] | None = None,
+    keep_annotation: Callable[[dict[str, Any], str], bool] | None = None,
+) -> dict[str, int]:
     """Write ``dst``: ``src`` with only the categories named in ``classes`` (all when ``None``),
     only the images for which ``keep_image(image_record)`` is true (all when ``None``) and only
     the annotations for which ``keep_annotation(annotation, class_name)`` is true (all).
@@ -44,9 +46,13 @@ def coco_subset(src: str | os.PathLike, dst: str | os.PathLike,
     cat_ids = {c["id"]: c["name"] for c in cats}
     images = [im for im in data.get("images", []) if keep_image is None or keep_image(im)]
     image_ids = {im["id"] for im in images}
-    anns = [a for a in data.get("annotations", [])
-            if a["category_id"] in cat_ids and a["image_id"] in image_ids
-            and (keep_annotation is None or keep_annotation(a, cat_ids[a["category_id"]]))]
+    anns = [
+        a
+        for a in data.get("annotations", [])
+        if a["category_id"] in cat_ids
+        and a["image_id"] in image_ids
+        and (keep_annotation is None or keep_annotation(a, cat_ids[a["category_id"]]))
+    ]
     out = {**data, "images": images, "annotations": anns, "categories": cats}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

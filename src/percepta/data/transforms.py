@@ -55,14 +55,18 @@ class DetectionAugment(v2.Transform):
         super().__init__()
         self.pipeline = pipeline
 
-    def forward(self, image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
+    def forward(
+        self, image: torch.Tensor, target: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
         boxes = target["boxes"]
         ign = target.get("ignore_boxes")
         m = 0 if ign is None else int(ign.shape[0])
         work = dict(target)
         if m:
             ign = ign.to(boxes.dtype)
-            work["boxes"] = tv_tensors.wrap(torch.cat([boxes.as_subclass(torch.Tensor), ign]), like=boxes)
+            work["boxes"] = tv_tensors.wrap(
+                torch.cat([boxes.as_subclass(torch.Tensor), ign]), like=boxes
+            )
             work["labels"] = torch.cat([target["labels"], target["labels"].new_full((m,), -1)])
             if "area" in target:
                 ign_area = (ign[:, 2] - ign[:, 0]) * (ign[:, 3] - ign[:, 1])
@@ -86,7 +90,8 @@ class DetectionAugment(v2.Transform):
                 out["masks"] = tv_tensors.Mask(out["masks"].as_subclass(torch.Tensor)[keep])
         elif ign is not None:  # none: an empty BoundingBoxes on the augmented canvas
             out["ignore_boxes"] = tv_tensors.wrap(
-                ign.as_subclass(torch.Tensor).to(torch.float32).reshape(0, 4), like=out["boxes"])
+                ign.as_subclass(torch.Tensor).to(torch.float32).reshape(0, 4), like=out["boxes"]
+            )
         return img, out
 
 
@@ -105,12 +110,23 @@ def build_transforms(train: bool, augment: bool = True) -> v2.Transform | None:
     """The augmentation pipeline for a split: ``None`` (identity) unless ``train and augment``."""
     if not (train and augment):
         return None
-    pipeline = v2.Compose([
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)], p=0.8),
-        v2.RandomApply([v2.RandomZoomOut(fill=114, side_range=(1.0, 1.5))], p=0.3),
-        v2.RandomApply([_IoUCropIfBoxes(min_scale=0.5, max_scale=1.0, trials=10,
-                                        sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 1.0])], p=0.3),
-        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_and_area),
-    ])
+    pipeline = v2.Compose(
+        [
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)], p=0.8),
+            v2.RandomApply([v2.RandomZoomOut(fill=114, side_range=(1.0, 1.5))], p=0.3),
+            v2.RandomApply(
+                [
+                    _IoUCropIfBoxes(
+                        min_scale=0.5,
+                        max_scale=1.0,
+                        trials=10,
+                        sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 1.0],
+                    )
+                ],
+                p=0.3,
+            ),
+            v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_and_area),
+        ]
+    )
     return DetectionAugment(pipeline)

@@ -60,7 +60,8 @@ def _check_path(pretrained: bool, path: str, name: str) -> None:
         raise PerceptaError(
             f"model.pretrained=true for backbone {name!r} needs model.pretrained_path: a local "
             "weights file (percepta never downloads weights). Pass pretrained_path=/path/to/file "
-            "or set pretrained=false for a random initialisation.")
+            "or set pretrained=false for a random initialisation."
+        )
     if not os.path.isfile(path):
         raise PerceptaError(f"model.pretrained_path: weights file not found: {path}")
 
@@ -97,17 +98,22 @@ def _check_coverage(body: nn.Module, path: str, name: str) -> None:
     if missing:
         raise PerceptaError(
             f"model.pretrained_path {path}: not a state_dict of timm model {name!r}: "
-            f"{len(missing)} of {len(wanted)} backbone tensors missing (e.g. {missing[:3]})")
+            f"{len(missing)} of {len(wanted)} backbone tensors missing (e.g. {missing[:3]})"
+        )
 
 
 def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride: int) -> Backbone:
-    arch = name[len(_TV_PREFIX):]
+    arch = name[len(_TV_PREFIX) :]
     if output_stride != 32:
-        raise PerceptaError(f"model.output_stride={output_stride}: torchvision backbones support "
-                            "only 32; use the timm backbone of the same name for dilation")
+        raise PerceptaError(
+            f"model.output_stride={output_stride}: torchvision backbones support "
+            "only 32; use the timm backbone of the same name for dilation"
+        )
     if arch not in _TV_RESNETS:
-        raise PerceptaError(f"model.backbone: unsupported torchvision backbone {arch!r}."
-                            f"{suggest(arch, _TV_RESNETS)} Supported: {', '.join(_TV_RESNETS)}")
+        raise PerceptaError(
+            f"model.backbone: unsupported torchvision backbone {arch!r}."
+            f"{suggest(arch, _TV_RESNETS)} Supported: {', '.join(_TV_RESNETS)}"
+        )
     net = getattr(torchvision.models, arch)(weights=None)
     if pretrained:
         try:
@@ -115,14 +121,17 @@ def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride:
         except Exception as e:  # corrupt file, pickle with code, ...
             raise PerceptaError(f"model.pretrained_path {path}: cannot read weights: {e}") from e
         if not isinstance(state, dict):
-            raise PerceptaError(f"model.pretrained_path {path}: expected a state_dict, "
-                                f"got {type(state).__name__}")
+            raise PerceptaError(
+                f"model.pretrained_path {path}: expected a state_dict, got {type(state).__name__}"
+            )
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
-            raise PerceptaError(f"model.pretrained_path {path}: not a torchvision {arch} state_dict "
-                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise PerceptaError(
+                f"model.pretrained_path {path}: not a torchvision {arch} state_dict "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     from torchvision.models.feature_extraction import create_feature_extractor
 
     body = create_feature_extractor(net, return_nodes={"layer4": "out"})
@@ -130,8 +139,9 @@ def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride:
     return Backbone(body, channels, 32, name)
 
 
-def build_backbone(name: str, pretrained: bool = False, pretrained_path: str = "",
-                   output_stride: int = 32) -> Backbone:
+def build_backbone(
+    name: str, pretrained: bool = False, pretrained_path: str = "", output_stride: int = 32
+) -> Backbone:
     """Build a last-stage feature backbone by name (see module docstring).
 
     Args:

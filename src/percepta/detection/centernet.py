@@ -54,8 +54,15 @@ from percepta.losses.distill import DistillConfig
 from percepta.losses.focal import gather_slots, penalty_reduced_focal_loss, reg_l1_loss
 from percepta.registry import MODELS
 
-__all__ = ["CenterNetConfig", "CenterNet", "build_centernet", "decode", "as_pixels",
-           "FLOAT_IMAGE_MAX", "time_train_step_breakdown"]
+__all__ = [
+    "CenterNetConfig",
+    "CenterNet",
+    "build_centernet",
+    "decode",
+    "as_pixels",
+    "FLOAT_IMAGE_MAX",
+    "time_train_step_breakdown",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,11 +79,17 @@ class CenterNetConfig:
     backbone: str = "resnet18"  # timm name, or "torchvision:resnet18|34|50|101|152"
     pretrained: bool = False  # load backbone weights from pretrained_path (never downloads)
     pretrained_path: str = ""  # local weights file for the backbone
-    output_stride: int = 32  # 16/8: dilated last stage(s) (timm backbones); use one neck stage less per halving
+    output_stride: int = (
+        32  # 16/8: dilated last stage(s) (timm backbones); use one neck stage less per halving
+    )
     num_classes: int = 0  # 0 = taken from the dataset
     class_names: list[str] = field(default_factory=list)  # [] = taken from the dataset
-    category_ids: list[int] = field(default_factory=list)  # dataset category id per label; [] = from the dataset
-    input_size: int = 512  # square letterbox canvas, a multiple of the backbone stride (32, or output_stride)
+    category_ids: list[int] = field(
+        default_factory=list
+    )  # dataset category id per label; [] = from the dataset
+    input_size: int = (
+        512  # square letterbox canvas, a multiple of the backbone stride (32, or output_stride)
+    )
     neck_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
     head_conv: int = 64
     deform: bool = False  # modulated deformable 3x3 convs in the neck (not ONNX-exportable)
@@ -100,15 +113,18 @@ def _check_float_range(images: Sequence[torch.Tensor]) -> None:
     floats = [im for im in images if im.is_floating_point() and im.numel()]
     bad = [im for im in images if im.dtype != torch.uint8 and not im.is_floating_point()]
     if bad:
-        raise DataError(f"images: dtype {bad[0].dtype} is not supported; pass uint8 (0-255) or "
-                        "float (0-1) images, as torchvision does")
+        raise DataError(
+            f"images: dtype {bad[0].dtype} is not supported; pass uint8 (0-255) or "
+            "float (0-1) images, as torchvision does"
+        )
     if not floats:
         return
     top = float(torch.stack([im.detach().amax().float() for im in floats]).max())
     if top > FLOAT_IMAGE_MAX:
         raise DataError(
             f"images: a float image has values up to {top:.4g}, but float images are 0-1 "
-            "(torchvision's convention); pass 0-255 pixels as uint8, or divide them by 255")
+            "(torchvision's convention); pass 0-255 pixels as uint8, or divide them by 255"
+        )
 
 
 def as_pixels(images: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -139,29 +155,50 @@ class CenterNet(nn.Module):
         Remaining arguments: as in :class:`CenterNetConfig`.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, class_names: Sequence[str] = (), *,
-                 input_size: int = 512, neck_channels: Sequence[int] = (256, 128, 64),
-                 head_conv: int = 64, deform: bool = False, cat_spec_wh: bool = False,
-                 radius_formula: str = "centerx", min_overlap: float = 0.3, max_objs: int = 128,
-                 hm_weight: float = 1.0, wh_weight: float = 0.1, off_weight: float = 1.0,
-                 norm_wh: bool = False, score_threshold: float = 0.01, top_k: int = 100,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        class_names: Sequence[str] = (),
+        *,
+        input_size: int = 512,
+        neck_channels: Sequence[int] = (256, 128, 64),
+        head_conv: int = 64,
+        deform: bool = False,
+        cat_spec_wh: bool = False,
+        radius_formula: str = "centerx",
+        min_overlap: float = 0.3,
+        max_objs: int = 128,
+        hm_weight: float = 1.0,
+        wh_weight: float = 0.1,
+        off_weight: float = 1.0,
+        norm_wh: bool = False,
+        score_threshold: float = 0.01,
+        top_k: int = 100,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise PerceptaError(f"model.num_classes must be >= 1, got {num_classes}")
         if class_names and len(class_names) != num_classes:
-            raise PerceptaError(f"model.class_names has {len(class_names)} names but "
-                                f"num_classes is {num_classes}")
+            raise PerceptaError(
+                f"model.class_names has {len(class_names)} names but num_classes is {num_classes}"
+            )
         if radius_formula not in RADIUS_FORMULAS:
-            raise PerceptaError(f"model.radius_formula must be one of {RADIUS_FORMULAS}, "
-                                f"got {radius_formula!r}")
+            raise PerceptaError(
+                f"model.radius_formula must be one of {RADIUS_FORMULAS}, got {radius_formula!r}"
+            )
         up = 2 ** len(neck_channels)
         if backbone.stride % up:
-            raise PerceptaError(f"backbone stride {backbone.stride} is not divisible by the "
-                                f"neck's up-sampling factor {up}")
+            raise PerceptaError(
+                f"backbone stride {backbone.stride} is not divisible by the "
+                f"neck's up-sampling factor {up}"
+            )
         if input_size % backbone.stride:
-            raise PerceptaError(f"model.input_size={input_size} must be a multiple of the "
-                                f"backbone stride {backbone.stride}")
+            raise PerceptaError(
+                f"model.input_size={input_size} must be a multiple of the "
+                f"backbone stride {backbone.stride}"
+            )
         self.backbone = backbone
         self.neck = CenterNetNeck(backbone.out_channels, list(neck_channels), deform)
         self.head = CenterNetHead(self.neck.out_channels, num_classes, head_conv, cat_spec_wh)
@@ -177,7 +214,9 @@ class CenterNet(nn.Module):
         self.norm_wh = norm_wh
         self.score_threshold, self.top_k = score_threshold, top_k
         self.channels_last = bool(channels_last)
-        self.distiller: Any = None  # a percepta.detection.distill.Distiller adds KD terms in training
+        self.distiller: Any = (
+            None  # a percepta.detection.distill.Distiller adds KD terms in training
+        )
         self.distill_options: DistillConfig | None = None  # teachers loaded by prepare_training
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -196,8 +235,9 @@ class CenterNet(nn.Module):
             print(describe(teachers), flush=True)
 
     # ---------------------------------------------------------------- pieces the exporter reuses
-    def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]
-                   ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    def preprocess(
+        self, images: torch.Tensor | Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
         """Letterbox images into a ``[B,3,S,S]`` float canvas in 0-255.
 
         ``uint8`` images are taken as 0-255 and float images as 0-1 (torchvision's convention,
@@ -216,8 +256,11 @@ class CenterNet(nn.Module):
                 raise DataError(f"images: expected [B,3,H,W] RGB, got {tuple(images.shape)}")
             if images.shape[-2:] == (s, s):  # fast path: nothing to resize
                 n = images.shape[0]
-                return (as_pixels(images), torch.ones(n, dtype=torch.float64, device=images.device),
-                        [(s, s)] * n)
+                return (
+                    as_pixels(images),
+                    torch.ones(n, dtype=torch.float64, device=images.device),
+                    [(s, s)] * n,
+                )
             images = list(images.unbind(0))
         if len(images) == 0:
             raise DataError("images: empty batch")
@@ -248,8 +291,12 @@ class CenterNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.neck(self.backbone(x)))
 
-    def postprocess(self, dets: torch.Tensor, scales: torch.Tensor,
-                    orig_sizes: Sequence[tuple[int, int]] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def postprocess(
+        self,
+        dets: torch.Tensor,
+        scales: torch.Tensor,
+        orig_sizes: Sequence[tuple[int, int]] | torch.Tensor,
+    ) -> list[dict[str, torch.Tensor]]:
         """Decoded ``[B,K,6]`` (output-map units) -> prediction dicts in original-image pixels."""
         scales = torch.as_tensor(scales, dtype=dets.dtype, device=dets.device).reshape(-1, 1)
         out = []
@@ -265,8 +312,9 @@ class CenterNet(nn.Module):
         return out
 
     # ---------------------------------------------------------------------------- training
-    def make_targets(self, targets: Sequence[dict[str, Any]], scales: torch.Tensor,
-                     output_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def make_targets(
+        self, targets: Sequence[dict[str, Any]], scales: torch.Tensor, output_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         """Validate target dicts, scale their boxes to output-map units, build the targets.
 
         ``target["ignore_boxes"]`` (optional ``[M,4]`` XYXY, crowd / VOC-difficult regions) is
@@ -277,7 +325,11 @@ class CenterNet(nn.Module):
         boxes, labels, ignore = [], [], []
         factors = scales.detach().to("cpu", torch.float64) / self.stride
         for i, t in enumerate(targets):
-            where = f"target of image {t.get('image_id', i)!r}" if isinstance(t, dict) else f"targets[{i}]"
+            where = (
+                f"target of image {t.get('image_id', i)!r}"
+                if isinstance(t, dict)
+                else f"targets[{i}]"
+            )
             if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
                 raise DataError(f"{where}: expected a dict with 'boxes' and 'labels'")
             b = torch.as_tensor(t["boxes"]).as_subclass(torch.Tensor)
@@ -285,11 +337,15 @@ class CenterNet(nn.Module):
             if b.numel() == 0:
                 b = b.reshape(0, 4)
             if b.dim() != 2 or b.shape[1] != 4 or lab.dim() != 1 or lab.shape[0] != b.shape[0]:
-                raise DataError(f"{where}: boxes must be [N,4] and labels [N], got "
-                                f"{tuple(b.shape)} and {tuple(lab.shape)}")
+                raise DataError(
+                    f"{where}: boxes must be [N,4] and labels [N], got "
+                    f"{tuple(b.shape)} and {tuple(lab.shape)}"
+                )
             if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= self.num_classes):
-                raise DataError(f"{where}: labels must be in 0..{self.num_classes - 1}, got "
-                                f"{lab.min().item()}..{lab.max().item()}")
+                raise DataError(
+                    f"{where}: labels must be in 0..{self.num_classes - 1}, got "
+                    f"{lab.min().item()}..{lab.max().item()}"
+                )
             if not torch.isfinite(b).all():
                 raise DataError(f"{where}: boxes contain NaN or inf")
             boxes.append(b.to(torch.float64) * float(factors[i]))
@@ -297,15 +353,24 @@ class CenterNet(nn.Module):
             ignore.append(_ignore_boxes(t, where) * float(factors[i]))
         device = self.pixel_mean.device
         boxes = [b.to(device) for b in boxes]
-        return build_targets(boxes, labels, self.num_classes, output_size, max_objs=self.max_objs,
-                             radius_formula=self.radius_formula, min_overlap=self.min_overlap,
-                             ignore_boxes=ignore)
+        return build_targets(
+            boxes,
+            labels,
+            self.num_classes,
+            output_size,
+            max_objs=self.max_objs,
+            radius_formula=self.radius_formula,
+            min_overlap=self.min_overlap,
+            ignore_boxes=ignore,
+        )
 
-    def compute_losses(self, out: dict[str, torch.Tensor], tg: dict[str, torch.Tensor]
-                       ) -> dict[str, torch.Tensor]:
+    def compute_losses(
+        self, out: dict[str, torch.Tensor], tg: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Weighted focal + size L1 + offset L1 (CenterNet ``CtdetLoss``)."""
-        hm = penalty_reduced_focal_loss(out["heat"].float(), tg["heatmap"],
-                                        ignore=tg.get("ignore"))  # crowd cells: no negatives
+        hm = penalty_reduced_focal_loss(
+            out["heat"].float(), tg["heatmap"], ignore=tg.get("ignore")
+        )  # crowd cells: no negatives
         wh = gather_slots(out["wh"].float(), tg["ind"])
         if self.cat_spec_wh:  # only the ground-truth class's (w, h) pair is supervised
             b, m = tg["ind"].shape
@@ -320,9 +385,11 @@ class CenterNet(nn.Module):
         }
 
     # ---------------------------------------------------------------------------- forward
-    def forward(self, images: torch.Tensor | Sequence[torch.Tensor],
-                targets: Sequence[dict[str, Any]] | None = None
-                ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        targets: Sequence[dict[str, Any]] | None = None,
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Losses in training mode (``targets`` required); predictions in eval mode."""
         batch, scales, sizes = self.preprocess(images)
         out = self.forward_heads(batch)
@@ -331,15 +398,22 @@ class CenterNet(nn.Module):
             if kd is not None and kd.without_labels:  # label-free distillation: KD terms only
                 return kd(batch, out)
             if targets is None:
-                raise DataError("CenterNet in training mode needs targets (model.eval() to predict)")
+                raise DataError(
+                    "CenterNet in training mode needs targets (model.eval() to predict)"
+                )
             tg = self.make_targets(targets, scales, tuple(out["heat"].shape[-2:]))
             losses = self.compute_losses(out, tg)
             if kd is not None:
                 losses.update(kd(batch, out))
             losses["num_objects"] = torch.tensor(float(tg["num_objects"]), device=batch.device)
             return losses
-        dets = decode(out["heat"], out["wh"].float(), out["reg"].float(), k=self.top_k,
-                      cat_spec_wh=self.cat_spec_wh)
+        dets = decode(
+            out["heat"],
+            out["wh"].float(),
+            out["reg"].float(),
+            k=self.top_k,
+            cat_spec_wh=self.cat_spec_wh,
+        )
         return self.postprocess(dets, scales, sizes)
 
 
@@ -352,29 +426,49 @@ def _ignore_boxes(target: dict[str, Any], where: str) -> torch.Tensor:
     if ign.numel() == 0:
         return ign.reshape(0, 4).to(torch.float64)
     if ign.dim() != 2 or ign.shape[1] != 4 or not torch.isfinite(ign).all():
-        raise DataError(f"{where}: ignore_boxes must be a finite [M,4] XYXY tensor, got "
-                        f"shape {tuple(ign.shape)}")
+        raise DataError(
+            f"{where}: ignore_boxes must be a finite [M,4] XYXY tensor, got "
+            f"shape {tuple(ign.shape)}"
+        )
     return ign.to("cpu", torch.float64)
 
 
-@MODELS.register("centernet", options=CenterNetConfig, task="detection",
-                 resolve=lambda cfg, facts: resolve_centernet_options(cfg, facts))
+@MODELS.register(
+    "centernet",
+    options=CenterNetConfig,
+    task="detection",
+    resolve=lambda cfg, facts: resolve_centernet_options(cfg, facts),
+)
 def build_centernet(cfg: CenterNetConfig) -> CenterNet:
     """CenterNet / centerX detector (timm or torchvision backbone, letterboxed input)."""
     if cfg.num_classes < 1:
         raise PerceptaError(
             f"model.num_classes must be >= 1 (got {cfg.num_classes}); it is filled from the "
-            "dataset's classes when the model is built together with a dataset")
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_path,
-                              getattr(cfg, "output_stride", 32))
+            "dataset's classes when the model is built together with a dataset"
+        )
+    backbone = build_backbone(
+        cfg.backbone, cfg.pretrained, cfg.pretrained_path, getattr(cfg, "output_stride", 32)
+    )
     model = CenterNet(
-        backbone, cfg.num_classes, list(cfg.class_names), input_size=cfg.input_size,
-        neck_channels=list(cfg.neck_channels), head_conv=cfg.head_conv, deform=cfg.deform,
-        cat_spec_wh=cfg.cat_spec_wh, radius_formula=cfg.radius_formula,
-        min_overlap=cfg.min_overlap, max_objs=cfg.max_objs, hm_weight=cfg.hm_weight,
-        wh_weight=cfg.wh_weight, off_weight=cfg.off_weight, norm_wh=cfg.norm_wh,
-        score_threshold=cfg.score_threshold, top_k=cfg.top_k,
-        channels_last=getattr(cfg, "channels_last", False))
+        backbone,
+        cfg.num_classes,
+        list(cfg.class_names),
+        input_size=cfg.input_size,
+        neck_channels=list(cfg.neck_channels),
+        head_conv=cfg.head_conv,
+        deform=cfg.deform,
+        cat_spec_wh=cfg.cat_spec_wh,
+        radius_formula=cfg.radius_formula,
+        min_overlap=cfg.min_overlap,
+        max_objs=cfg.max_objs,
+        hm_weight=cfg.hm_weight,
+        wh_weight=cfg.wh_weight,
+        off_weight=cfg.off_weight,
+        norm_wh=cfg.norm_wh,
+        score_threshold=cfg.score_threshold,
+        top_k=cfg.top_k,
+        channels_last=getattr(cfg, "channels_last", False),
+    )
     model.distill_options = cfg.distill
     model.config = cfg
     return model
@@ -390,16 +484,19 @@ def resolve_centernet_options(cfg: CenterNetConfig, facts: Any) -> CenterNetConf
     from percepta.detection.distill import DistillationError, teacher_class_names
 
     if facts.has_train and not facts.train_labelled and not kd.without_labels:
-        raise DistillationError("data.train has no labels: set model.distill.without_labels=true "
-                                "to train on the teachers' outputs alone")
+        raise DistillationError(
+            "data.train has no labels: set model.distill.without_labels=true "
+            "to train on the teachers' outputs alone"
+        )
     if not cfg.class_names:
         names = teacher_class_names(kd)
         cfg = dataclasses.replace(cfg, class_names=names, num_classes=len(names))
     return cfg
 
 
-def time_train_step_breakdown(model: CenterNet, batch: tuple[Any, Sequence[dict[str, Any]]],
-                              repeats: int = 3, warmup: int = 1) -> dict[str, float]:
+def time_train_step_breakdown(
+    model: CenterNet, batch: tuple[Any, Sequence[dict[str, Any]]], repeats: int = 3, warmup: int = 1
+) -> dict[str, float]:
     """Time the parts of one training step (median of ``repeats`` after ``warmup`` runs).
 
     Args:
@@ -414,8 +511,9 @@ def time_train_step_breakdown(model: CenterNet, batch: tuple[Any, Sequence[dict[
     images, targets = batch
     model.train()
     sync = torch.cuda.synchronize if model.pixel_mean.is_cuda else (lambda: None)
-    parts: dict[str, list[float]] = {k: [] for k in ("preprocess_s", "forward_s", "targets_s",
-                                                      "loss_s", "backward_s")}
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("preprocess_s", "forward_s", "targets_s", "loss_s", "backward_s")
+    }
     for it in range(warmup + repeats):
         sync()
         t0 = time.perf_counter()

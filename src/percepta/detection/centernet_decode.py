@@ -46,8 +46,13 @@ def peak_mask(heat: torch.Tensor, kernel: int = 3, *, equality_free: bool = Fals
     return heat * (hmax == heat).to(heat.dtype)
 
 
-def decode(heat: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = None, k: int = 100,
-           cat_spec_wh: bool = False) -> torch.Tensor:
+def decode(
+    heat: torch.Tensor,
+    wh: torch.Tensor,
+    reg: torch.Tensor | None = None,
+    k: int = 100,
+    cat_spec_wh: bool = False,
+) -> torch.Tensor:
     """Detections from CenterNet head outputs.
 
     Args:
@@ -84,7 +89,9 @@ def decode(heat: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = None
     size = _gather(wh, inds)
     if cat_spec_wh:
         size = size.reshape(bsz, k2, num_cls, 2)
-        size = size.gather(2, clses.reshape(bsz, k2, 1, 1).expand(bsz, k2, 1, 2)).reshape(bsz, k2, 2)
+        size = size.gather(2, clses.reshape(bsz, k2, 1, 1).expand(bsz, k2, 1, 2)).reshape(
+            bsz, k2, 2
+        )
     half_w, half_h = size[..., 0:1] / 2, size[..., 1:2] / 2
     boxes = torch.cat([xs - half_w, ys - half_h, xs + half_w, ys + half_h], dim=2)
     return torch.cat([boxes, top_score.unsqueeze(2), clses.unsqueeze(2).to(heat.dtype)], dim=2)

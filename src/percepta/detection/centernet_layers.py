@@ -89,8 +89,14 @@ class CenterNetNeck(nn.Sequential):
 class CenterNetHead(nn.Module):
     """``cls`` (C), ``wh`` (2 or 2C) and ``reg`` (2) branches on the stride-4 map."""
 
-    def __init__(self, in_ch: int, num_classes: int, head_conv: int = 64,
-                 cat_spec_wh: bool = False, prior_bias: float = -2.19) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        num_classes: int,
+        head_conv: int = 64,
+        cat_spec_wh: bool = False,
+        prior_bias: float = -2.19,
+    ) -> None:
         super().__init__()
         self.cls = self._branch(in_ch, head_conv, num_classes)
         self.wh = self._branch(in_ch, head_conv, 2 * num_classes if cat_spec_wh else 2)
@@ -104,8 +110,9 @@ class CenterNetHead(nn.Module):
 
     @staticmethod
     def _branch(in_ch: int, mid: int, out: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(in_ch, mid, 3, padding=1), nn.ReLU(inplace=True),
-                             nn.Conv2d(mid, out, 1))
+        return nn.Sequential(
+            nn.Conv2d(in_ch, mid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid, out, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns ``heat`` (sigmoid probabilities, float32 even under autocast), ``wh``, ``reg``."""

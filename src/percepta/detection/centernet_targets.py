@@ -46,8 +46,9 @@ __all__ = ["RADIUS_FORMULAS", "gaussian_radius", "build_targets", "ignore_mask"]
 RADIUS_FORMULAS = ("centernet", "centerx")
 
 
-def gaussian_radius(height: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.7,
-                    formula: str = "centerx") -> torch.Tensor:
+def gaussian_radius(
+    height: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.7, formula: str = "centerx"
+) -> torch.Tensor:
     """Float Gaussian radius (before clamping/truncation) for boxes of ``height x width``.
 
     Computed in the dtype of ``height``/``width`` (the official CenterNet used float64 Python
@@ -85,11 +86,18 @@ def _int_radius(wh64: torch.Tensor, min_overlap: float, formula: str) -> torch.T
     return r.clamp(min=0).to(torch.int64)  # truncation toward 0, like int() / .type(torch.int)
 
 
-def build_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
-                  output_size: tuple[int, int], *, max_objs: int = 128,
-                  radius_formula: str = "centerx", min_overlap: float = 0.3,
-                  cat_spec_wh: bool = False,
-                  ignore_boxes: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def build_targets(
+    boxes: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    num_classes: int,
+    output_size: tuple[int, int],
+    *,
+    max_objs: int = 128,
+    radius_formula: str = "centerx",
+    min_overlap: float = 0.3,
+    cat_spec_wh: bool = False,
+    ignore_boxes: list[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """All CenterNet targets of a batch.
 
     Args:
@@ -162,8 +170,12 @@ def build_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_cla
     }
 
 
-def ignore_mask(ignore_boxes: list[torch.Tensor] | None, batch_size: int,
-                output_size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+def ignore_mask(
+    ignore_boxes: list[torch.Tensor] | None,
+    batch_size: int,
+    output_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """``[B,1,H,W]`` bool: the output-map cells covered by each image's ignore boxes.
 
     A cell ``(j, i)`` is covered when ``floor(x1) <= i < ceil(x2)`` and ``floor(y1) <= j <
@@ -193,8 +205,13 @@ def ignore_mask(ignore_boxes: list[torch.Tensor] | None, batch_size: int,
     return (count > 0).unsqueeze(1)
 
 
-def _draw_gaussians(heat: torch.Tensor, img: torch.Tensor, cls: torch.Tensor,
-                    centre: torch.Tensor, radius: torch.Tensor) -> None:
+def _draw_gaussians(
+    heat: torch.Tensor,
+    img: torch.Tensor,
+    cls: torch.Tensor,
+    centre: torch.Tensor,
+    radius: torch.Tensor,
+) -> None:
     """Paste one Gaussian per object into ``heat`` (in place) by element-wise maximum.
 
     Values follow ``gaussian2D``: ``exp(-(x^2 + y^2) / (2 sigma^2))`` in float64 with

@@ -88,9 +88,13 @@ def load_ground_truth(src: dict | str | Path | GroundTruth) -> GroundTruth:
     elif isinstance(src, (str, Path)):
         data, source = read_json(src, "ground-truth"), str(src)
     else:
-        raise DataError(f"ground truth must be a COCO dict or a json path, got {type(src).__name__}")
+        raise DataError(
+            f"ground truth must be a COCO dict or a json path, got {type(src).__name__}"
+        )
     if not isinstance(data, dict):
-        raise DataError(f"{source}: a COCO ground truth must be a JSON object, got {type(data).__name__}")
+        raise DataError(
+            f"{source}: a COCO ground truth must be a JSON object, got {type(data).__name__}"
+        )
     report = CheckReport(file=source)
     check_coco_dict(data, report, purpose="evaluation")
     report.raise_for_errors()
@@ -159,5 +163,7 @@ def array_to_records(rows: np.ndarray) -> list[dict[str, Any]]:
     cat = rows[:, 6].astype(np.int64).tolist()
     box = rows[:, 1:5].tolist()
     score = rows[:, 5].tolist()
-    return [{"image_id": i, "category_id": c, "bbox": b, "score": s}
-            for i, c, b, s in zip(img, cat, box, score)]
+    return [
+        {"image_id": i, "category_id": c, "bbox": b, "score": s}
+        for i, c, b, s in zip(img, cat, box, score)
+    ]

@@ -43,8 +43,15 @@ from percepta.losses.distill import (
     peak_weight_map,
 )
 
-__all__ = ["DistillationError", "Teacher", "Distiller", "load_teachers", "attach_distiller",
-           "student_class_names", "describe"]
+__all__ = [
+    "DistillationError",
+    "Teacher",
+    "Distiller",
+    "load_teachers",
+    "attach_distiller",
+    "student_class_names",
+    "describe",
+]
 
 
 class DistillationError(PerceptaError):
@@ -89,17 +96,23 @@ def _load_teacher(i: int, opts: TeacherConfig) -> Teacher:
     except CheckpointError as e:
         raise DistillationError(f"{label}: {e}") from None
     if not isinstance(model, CenterNet):
-        raise DistillationError(f"{label}: is a {type(model).__name__}, not a CenterNet detector; "
-                                "distillation needs CenterNet teachers")
+        raise DistillationError(
+            f"{label}: is a {type(model).__name__}, not a CenterNet detector; "
+            "distillation needs CenterNet teachers"
+        )
     if model.cat_spec_wh:
-        raise DistillationError(f"{label}: class-specific size heads (cat_spec_wh) cannot teach "
-                                "the student's shared size head")
+        raise DistillationError(
+            f"{label}: class-specific size heads (cat_spec_wh) cannot teach "
+            "the student's shared size head"
+        )
     names = list(model.class_names) or [str(c) for c in range(model.num_classes)]
     classes = list(opts.classes) or names
     unknown = [c for c in classes if c not in names]
     if unknown:
-        raise DistillationError(f"{label}: model.distill.teachers[{i}].classes names {unknown}, which "
-                                f"the teacher does not detect (its classes: {names})")
+        raise DistillationError(
+            f"{label}: model.distill.teachers[{i}].classes names {unknown}, which "
+            f"the teacher does not detect (its classes: {names})"
+        )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -113,14 +126,17 @@ def load_teachers(cfg: DistillConfig) -> list[Teacher]:
     owner: dict[str, Teacher] = {}
     for t in teachers:
         if t.name in seen_names:
-            raise DistillationError(f"two teachers are named {t.name!r} ({seen_names[t.name].source} "
-                                    f"and {t.source}); give them distinct model.distill.teachers[].name")
+            raise DistillationError(
+                f"two teachers are named {t.name!r} ({seen_names[t.name].source} "
+                f"and {t.source}); give them distinct model.distill.teachers[].name"
+            )
         seen_names[t.name] = t
         for c in t.classes:
             if c in owner:
                 raise DistillationError(
                     f"class {c!r} is claimed by two teachers: {owner[c].label} and {t.label}; "
-                    "restrict one of them with model.distill.teachers[].classes")
+                    "restrict one of them with model.distill.teachers[].classes"
+                )
             owner[c] = t
     return teachers
 
@@ -164,24 +180,33 @@ class Distiller:
     def __deepcopy__(self, memo: dict) -> Distiller:
         return self
 
-    def _teacher_heads(self, t: Teacher, canvas: torch.Tensor, grid: tuple[int, int]
-                       ) -> dict[str, torch.Tensor]:
+    def _teacher_heads(
+        self, t: Teacher, canvas: torch.Tensor, grid: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         model = t.model
         if model.pixel_mean.device != canvas.device:
             model.to(canvas.device)
         x = canvas
         if x.shape[-1] != model.input_size or x.shape[-2] != model.input_size:
-            x = F.interpolate(x.float(), size=(model.input_size, model.input_size),
-                              mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x.float(),
+                size=(model.input_size, model.input_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         with torch.no_grad():
             out = model.forward_heads(x)
         if tuple(out["heat"].shape[-2:]) != grid:
-            raise DistillationError(f"{t.label}: its output map is {tuple(out['heat'].shape[-2:])} "
-                                    f"but the student's is {grid}")
+            raise DistillationError(
+                f"{t.label}: its output map is {tuple(out['heat'].shape[-2:])} "
+                f"but the student's is {grid}"
+            )
         return out
 
-    def __call__(self, canvas: torch.Tensor, student_out: dict[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, canvas: torch.Tensor, student_out: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """KD terms for a letterboxed raw batch and the student's head outputs."""
         grid = tuple(student_out["heat"].shape[-2:])
         losses: dict[str, torch.Tensor] = {}
@@ -193,23 +218,29 @@ class Distiller:
             o = t.options
             losses[f"loss_kd_heatmap_{t.name}"] = o.hm_weight * kd_heatmap_loss(s_heat, t_heat)
             losses[f"loss_kd_wh_{t.name}"] = o.wh_weight * kd_regression_loss(
-                student_out["wh"], out["wh"], weights, norm_wh=o.norm_wh)
+                student_out["wh"], out["wh"], weights, norm_wh=o.norm_wh
+            )
             losses[f"loss_kd_offset_{t.name}"] = o.off_weight * kd_regression_loss(
-                student_out["reg"], out["reg"], weights)
+                student_out["reg"], out["reg"], weights
+            )
         return losses
 
 
-def attach_distiller(student: nn.Module, teachers: Sequence[Teacher],
-                     without_labels: bool = False) -> Distiller:
+def attach_distiller(
+    student: nn.Module, teachers: Sequence[Teacher], without_labels: bool = False
+) -> Distiller:
     """Map each teacher's classes to ``student``'s by name, check the grids, attach; returns it."""
     from percepta.detection.centernet import CenterNet
 
     if not isinstance(student, CenterNet):
-        raise DistillationError(f"distillation needs a CenterNet student, got "
-                                f"{type(student).__name__}")
+        raise DistillationError(
+            f"distillation needs a CenterNet student, got {type(student).__name__}"
+        )
     if student.cat_spec_wh:
-        raise DistillationError("a student with class-specific size heads (cat_spec_wh) cannot "
-                                "be distilled (the teachers' size maps are class-agnostic)")
+        raise DistillationError(
+            "a student with class-specific size heads (cat_spec_wh) cannot "
+            "be distilled (the teachers' size maps are class-agnostic)"
+        )
     names = list(student.class_names)
     s_grid = student.input_size // student.stride
     for t in teachers:
@@ -217,7 +248,8 @@ def attach_distiller(student: nn.Module, teachers: Sequence[Teacher],
         if missing:
             raise DistillationError(
                 f"{t.label}: class {missing[0]!r} is not a student class (student classes: "
-                f"{names}); add it to model.class_names or restrict model.distill.teachers[].classes")
+                f"{names}); add it to model.class_names or restrict model.distill.teachers[].classes"
+            )
         t_names = list(t.model.class_names) or [str(c) for c in range(t.model.num_classes)]
         t.teacher_channels = [t_names.index(c) for c in t.classes]
         t.student_channels = [names.index(c) for c in t.classes]
@@ -228,7 +260,8 @@ def attach_distiller(student: nn.Module, teachers: Sequence[Teacher],
                 f"({t_grid}x{t_grid} output) but the student uses {student.input_size} px with "
                 f"stride {student.stride} ({s_grid}x{s_grid}); train the student at the "
                 f"teacher's input size (model.input_size={t.model.input_size}) or use a teacher "
-                "with the same output grid")
+                "with the same output grid"
+            )
     distiller = Distiller(teachers, without_labels)
     student.distiller = distiller
     return distiller
@@ -237,4 +270,3 @@ def attach_distiller(student: nn.Module, teachers: Sequence[Teacher],
 def describe(teachers: Sequence[Teacher]) -> str:
     """One line per teacher for the console: which classes it teaches."""
     return "\n".join(f"[percepta] distill: {t.label} teaches {t.classes}" for t in teachers)
-

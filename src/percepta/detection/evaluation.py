@@ -76,8 +76,9 @@ def _nan_if_negative(x: float) -> float:
     return _NAN if x is None or x < 0 or math.isnan(x) else float(x)
 
 
-def _coco_ap(gt: GroundTruth, rows: np.ndarray, img_ids: list[int], cat_ids: list[int]
-             ) -> tuple[list[float], dict[int, float], dict[int, float]]:
+def _coco_ap(
+    gt: GroundTruth, rows: np.ndarray, img_ids: list[int], cat_ids: list[int]
+) -> tuple[list[float], dict[int, float], dict[int, float]]:
     """The 12 COCO stats and per-class AP / AP50 via faster-coco-eval (NaN where COCO has -1)."""
     if not img_ids or not cat_ids:
         return [_NAN] * 12, {c: _NAN for c in cat_ids}, {c: _NAN for c in cat_ids}
@@ -151,12 +152,23 @@ def evaluate_results(
     stats, ap, ap50 = _coco_ap(gt, rows, img_list, cats)
     metrics: dict[str, Any] = dict(zip(AP_KEYS, stats))
     names = {**gt.cat_names, **(class_names or {})}
-    per_class = [{"category_id": c, "name": names.get(c, str(c)), "AP": ap[c], "AP50": ap50[c]}
-                 for c in cats]
+    per_class = [
+        {"category_id": c, "name": names.get(c, str(c)), "AP": ap[c], "AP50": ap50[c]} for c in cats
+    ]
     if olrp:
-        res = optimal_lrp(gt.ann_image_ids, gt.ann_cat_ids, gt.ann_boxes, gt.ann_areas, gt.ann_crowd,
-                          rows[:, 0].astype(np.int64), rows[:, 6].astype(np.int64), rows[:, 1:5],
-                          rows[:, 5], img_ids=imgs, cat_ids=cats)
+        res = optimal_lrp(
+            gt.ann_image_ids,
+            gt.ann_cat_ids,
+            gt.ann_boxes,
+            gt.ann_areas,
+            gt.ann_crowd,
+            rows[:, 0].astype(np.int64),
+            rows[:, 6].astype(np.int64),
+            rows[:, 1:5],
+            rows[:, 5],
+            img_ids=imgs,
+            cat_ids=cats,
+        )
         summary = res.summary("all")
         metrics.update(summary)
         for key, area in (("oLRP_s", "small"), ("oLRP_m", "medium"), ("oLRP_l", "large")):
@@ -169,6 +181,7 @@ def evaluate_results(
 
 # ------------------------------------------------------------------------------------------------
 # presentation
+
 
 def _fmt(x: Any, width: int = 7) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -196,10 +209,14 @@ def format_table(metrics: Mapping[str, Any], per_class: bool = True) -> str:
     if per_class and rows:
         has_lrp = "oLRP" in rows[0]
         name_w = max(8, min(28, max(len(str(r["name"])) for r in rows)))
-        cols = ("AP", "AP50") + (("oLRP", "oLRP_loc", "oLRP_fp", "oLRP_fn", "threshold") if has_lrp else ())
+        cols = ("AP", "AP50") + (
+            ("oLRP", "oLRP_loc", "oLRP_fp", "oLRP_fn", "threshold") if has_lrp else ()
+        )
         heads = ("AP", "AP50") + (("oLRP", "Loc", "FP", "FN", "thr") if has_lrp else ())
         lines.append("Per class (area all, maxDets 100)")
-        lines.append("  " + "category".ljust(name_w) + "     id" + "".join(h.rjust(7) for h in heads))
+        lines.append(
+            "  " + "category".ljust(name_w) + "     id" + "".join(h.rjust(7) for h in heads)
+        )
         for r in rows:
             no_gt = all(isinstance(r.get(c), float) and math.isnan(r[c]) for c in ("AP", "AP50"))
             line = "  " + str(r["name"])[:name_w].ljust(name_w) + str(r["category_id"]).rjust(7)
@@ -230,6 +247,7 @@ def cli_score(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # torchmetrics wrapper
 
+
 class DetectionEvaluator(Evaluator):
     """COCO AP family + optimal LRP as a :class:`percepta.evaluator.Evaluator` (primary metric
     ``AP``, higher is better; ``format_table(metrics)`` prints the summary and per-class table).
@@ -254,9 +272,15 @@ class DetectionEvaluator(Evaluator):
     is_differentiable = False
     primary_metric = "AP"
 
-    def __init__(self, coco_gt: dict | str | Path, cat_ids: list[int] | None = None,
-                 iou_type: str = "bbox", olrp: bool = True, class_names: list[str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        coco_gt: dict | str | Path,
+        cat_ids: list[int] | None = None,
+        iou_type: str = "bbox",
+        olrp: bool = True,
+        class_names: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if iou_type != "bbox":
             raise NotAvailableError(f"iou_type {iou_type!r}: only 'bbox' evaluation is available")
@@ -264,11 +288,16 @@ class DetectionEvaluator(Evaluator):
         self.cat_ids = [int(c) for c in (cat_ids if cat_ids is not None else self.gt.cat_ids)]
         unknown = sorted(set(self.cat_ids) - set(self.gt.cat_ids))
         if unknown:
-            raise DataError(f"{self.gt.source}: cat_ids {unknown[:10]} are not categories of the "
-                            "ground truth")
+            raise DataError(
+                f"{self.gt.source}: cat_ids {unknown[:10]} are not categories of the ground truth"
+            )
         if class_names is not None and len(class_names) != len(self.cat_ids):
-            raise DataError(f"class_names has {len(class_names)} entries but cat_ids has {len(self.cat_ids)}")
-        self.class_names = {c: str(n) for c, n in zip(self.cat_ids, class_names)} if class_names else None
+            raise DataError(
+                f"class_names has {len(class_names)} entries but cat_ids has {len(self.cat_ids)}"
+            )
+        self.class_names = (
+            {c: str(n) for c, n in zip(self.cat_ids, class_names)} if class_names else None
+        )
         self.iou_type = iou_type
         self.olrp = olrp
         self._label_to_cat = torch.tensor(self.cat_ids, dtype=torch.float64)
@@ -285,23 +314,38 @@ class DetectionEvaluator(Evaluator):
         for pred, target in zip(preds, targets):
             image_id = int(torch.as_tensor(target["image_id"]).reshape(-1)[0].item())
             if image_id not in known:
-                raise DataError(f"target image_id {image_id} is not an image of the ground truth "
-                                f"({self.gt.source})")
+                raise DataError(
+                    f"target image_id {image_id} is not an image of the ground truth "
+                    f"({self.gt.source})"
+                )
             ids.append(image_id)
             boxes = torch.as_tensor(pred["boxes"]).detach().reshape(-1, 4).to("cpu", torch.float64)
             scores = torch.as_tensor(pred["scores"]).detach().reshape(-1).to("cpu", torch.float64)
             labels = torch.as_tensor(pred["labels"]).detach().reshape(-1).to("cpu", torch.int64)
             if not (len(boxes) == len(scores) == len(labels)):
-                raise DataError(f"image_id {image_id}: prediction has {len(boxes)} boxes, "
-                                f"{len(scores)} scores and {len(labels)} labels")
+                raise DataError(
+                    f"image_id {image_id}: prediction has {len(boxes)} boxes, "
+                    f"{len(scores)} scores and {len(labels)} labels"
+                )
             if len(labels) and (labels.min() < 0 or labels.max() >= len(self.cat_ids)):
-                raise DataError(f"image_id {image_id}: predicted label outside 0..{len(self.cat_ids) - 1}")
+                raise DataError(
+                    f"image_id {image_id}: predicted label outside 0..{len(self.cat_ids) - 1}"
+                )
             if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
                 raise DataError(f"image_id {image_id}: prediction has NaN or infinite boxes/scores")
             wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
-            rows.append(torch.cat([torch.full((len(boxes), 1), float(image_id), dtype=torch.float64),
-                                   boxes[:, :2], wh, scores[:, None],
-                                   self._label_to_cat[labels][:, None]], dim=1))
+            rows.append(
+                torch.cat(
+                    [
+                        torch.full((len(boxes), 1), float(image_id), dtype=torch.float64),
+                        boxes[:, :2],
+                        wh,
+                        scores[:, None],
+                        self._label_to_cat[labels][:, None],
+                    ],
+                    dim=1,
+                )
+            )
         if rows:
             self.detections.append(torch.cat(rows).to(self.device))
         self.image_ids.append(torch.tensor(ids, dtype=torch.int64, device=self.device))
@@ -315,8 +359,14 @@ class DetectionEvaluator(Evaluator):
     def compute(self) -> dict[str, Any]:
         rows = self._cat(self.detections, 7, torch.float64).reshape(-1, 7)
         img_ids = np.unique(self._cat(self.image_ids, None, torch.int64))
-        return evaluate_results(self.gt, rows, img_ids=img_ids, cat_ids=self.cat_ids, olrp=self.olrp,
-                                class_names=self.class_names)
+        return evaluate_results(
+            self.gt,
+            rows,
+            img_ids=img_ids,
+            cat_ids=self.cat_ids,
+            olrp=self.olrp,
+            class_names=self.class_names,
+        )
 
     def format_table(self, metrics: Mapping[str, Any]) -> str:
         """The AP / oLRP summary and the per-class table of a :meth:`compute` result."""
@@ -343,10 +393,16 @@ def build_coco_evaluator(options: CocoEvaluatorOptions | None, dataset: Any) -> 
     coco_gt = getattr(dataset, "coco_gt", None)
     if coco_gt is None:
         what = "no dataset" if dataset is None else f"dataset {type(dataset).__name__}"
-        raise DataError(f"evaluator 'coco' needs a COCO-format validation dataset (one with "
-                        f"'coco_gt'), got {what}; set data.val to a coco dataset")
+        raise DataError(
+            f"evaluator 'coco' needs a COCO-format validation dataset (one with "
+            f"'coco_gt'), got {what}; set data.val to a coco dataset"
+        )
     meta = dataset_meta(dataset)
     cat_ids = meta.get("category_ids") or None
     names = meta.get("class_names") or None
-    return DetectionEvaluator(coco_gt, cat_ids=list(cat_ids) if cat_ids else None,
-                              olrp=options.olrp, class_names=list(names) if names else None)
+    return DetectionEvaluator(
+        coco_gt,
+        cat_ids=list(cat_ids) if cat_ids else None,
+        olrp=options.olrp,
+        class_names=list(names) if names else None,
+    )

@@ -98,8 +98,12 @@ class LRPResult:
         """Means over categories as in the official ``summarize()`` (NaN where it prints -1)."""
         a, m = self._index(area, max_dets)
         out = {}
-        for key, arr in (("oLRP", self.olrp), ("oLRP_loc", self.loc), ("oLRP_fp", self.fp),
-                         ("oLRP_fn", self.fn)):
+        for key, arr in (
+            ("oLRP", self.olrp),
+            ("oLRP_loc", self.loc),
+            ("oLRP_fp", self.fp),
+            ("oLRP_fn", self.fn),
+        ):
             s = arr[:, a, m]
             s = s[~np.isnan(s)]
             s = s[s > -1]
@@ -112,9 +116,16 @@ class LRPResult:
         rows = []
         for k, cid in enumerate(self.cat_ids):
             no_gt = self.olrp[k, a, m] == -1
-            vals = {key: float("nan") if no_gt else float(arr[k, a, m])
-                    for key, arr in (("oLRP", self.olrp), ("oLRP_loc", self.loc), ("oLRP_fp", self.fp),
-                                     ("oLRP_fn", self.fn), ("threshold", self.threshold))}
+            vals = {
+                key: float("nan") if no_gt else float(arr[k, a, m])
+                for key, arr in (
+                    ("oLRP", self.olrp),
+                    ("oLRP_loc", self.loc),
+                    ("oLRP_fp", self.fp),
+                    ("oLRP_fn", self.fn),
+                    ("threshold", self.threshold),
+                )
+            }
             rows.append({"category_id": int(cid), **vals})
         return rows
 
@@ -148,9 +159,18 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - starts
 
 
-def _greedy_match(iou_rows: np.ndarray, row_det: np.ndarray, row_start: np.ndarray,
-                  n_det: np.ndarray, ignore: np.ndarray, crowd: np.ndarray, tau: float,
-                  matched: np.ndarray, match_ig: np.ndarray, match_iou: np.ndarray) -> None:
+def _greedy_match(
+    iou_rows: np.ndarray,
+    row_det: np.ndarray,
+    row_start: np.ndarray,
+    n_det: np.ndarray,
+    ignore: np.ndarray,
+    crowd: np.ndarray,
+    tau: float,
+    matched: np.ndarray,
+    match_ig: np.ndarray,
+    match_iou: np.ndarray,
+) -> None:
     """COCO greedy matching for a bucket of (image, category) groups of equal padded GT width.
 
     ``iou_rows [R, W]``: one row per detection (groups contiguous, in rank order; padding -1),
@@ -287,8 +307,9 @@ def optimal_lrp(
             ignore[:, g_grp, g_col] = g_ignore[:, g_idx]
             crowd = np.zeros((grp.size, int(w)), dtype=bool)
             crowd[g_grp, g_col] = g_crowd[g_idx]
-            _greedy_match(iou_rows, row_det, row_start, nd, ignore, crowd, tau,
-                          matched, match_ig, match_iou)
+            _greedy_match(
+                iou_rows, row_det, row_start, nd, ignore, crowd, tau, matched, match_ig, match_iou
+            )
 
     is_tp = matched & ~match_ig
     is_fp = ~matched & ~d_out
@@ -302,7 +323,7 @@ def optimal_lrp(
     acc = np.lexsort((rank, d_img, -score, d_cat))  # category, score desc, image, rank
     bounds = np.searchsorted(d_cat[acc], np.arange(n_cat + 1))
     for k in range(n_cat):
-        seg = acc[bounds[k]:bounds[k + 1]]
+        seg = acc[bounds[k] : bounds[k + 1]]
         for m, max_det in enumerate(max_dets):
             s = seg[rank[seg] < max_det]
             for a in range(n_area):
@@ -329,5 +350,9 @@ def optimal_lrp(
         area_labels=tuple(r[0] for r in area_ranges),
         max_dets=tuple(int(m) for m in max_dets),
         tau=float(tau),
-        olrp=olrp, loc=loc, fp=fp, fn=fn, threshold=thr,
+        olrp=olrp,
+        loc=loc,
+        fp=fp,
+        fn=fn,
+        threshold=thr,
     )

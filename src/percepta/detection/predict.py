@@ -42,9 +42,19 @@ from tqdm import tqdm
 
 from percepta.errors import CheckpointError, DataError, NotAvailableError, PerceptaError
 
-__all__ = ["IMAGE_EXTENSIONS", "Detector", "find_images", "read_image", "resolve_device",
-           "predict_files", "load_detector", "load_predictor", "coco_image_ids",
-           "label_to_category", "cli_predict"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Detector",
+    "find_images",
+    "read_image",
+    "resolve_device",
+    "predict_files",
+    "load_detector",
+    "load_predictor",
+    "coco_image_ids",
+    "label_to_category",
+    "cli_predict",
+]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 Predictor = Callable[[list[torch.Tensor]], list[dict]]
@@ -60,8 +70,11 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*")
-                              if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(
+                sorted(
+                    q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                )
+            )
         elif p.is_file():
             out.append(p)
         else:
@@ -116,12 +129,16 @@ def read_image(path: Path) -> torch.Tensor:
 
 def _batches(items: list[Any], n: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
-def predict_files(predictor: Predictor, files: Sequence[Path], batch_size: int = 8,
-                  on_error: Callable[[str], None] = print,
-                  progress: bool = True) -> list[tuple[Path, torch.Tensor, dict]]:
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[Path],
+    batch_size: int = 8,
+    on_error: Callable[[str], None] = print,
+    progress: bool = True,
+) -> list[tuple[Path, torch.Tensor, dict]]:
     """Run ``predictor`` over ``files`` in batches; unreadable files are reported and skipped."""
     results = []
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
@@ -154,23 +171,28 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
-        raise PerceptaError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N "
-                            "or mps") from None
+        raise PerceptaError(
+            f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if dev.type == "cpu":
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise NotAvailableError(f"--device {name}: CUDA is not available on this machine "
-                                    "(torch.cuda.is_available() is False); use --device cpu")
+            raise NotAvailableError(
+                f"--device {name}: CUDA is not available on this machine "
+                "(torch.cuda.is_available() is False); use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise NotAvailableError(f"--device {name}: this machine has "
-                                    f"{torch.cuda.device_count()} CUDA device(s)")
+            raise NotAvailableError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return dev
     backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():
-        raise NotAvailableError(f"--device {name}: {dev.type} is not available on this machine; "
-                                "use --device cpu")
+        raise NotAvailableError(
+            f"--device {name}: {dev.type} is not available on this machine; use --device cpu"
+        )
     return dev
 
 
@@ -236,12 +258,16 @@ def label_to_category(detector: Detector, warn: Callable[[str], None] = _warn) -
     n = detector.num_classes or len(detector.class_names)
     ids = list(detector.category_ids)
     if ids and len(ids) != n:
-        raise CheckpointError(f"{detector.source}: records {len(ids)} category ids for {n} "
-                              "classes (model.category_ids); it is inconsistent")
+        raise CheckpointError(
+            f"{detector.source}: records {len(ids)} category ids for {n} "
+            "classes (model.category_ids); it is inconsistent"
+        )
     if not ids:
-        warn(f"{detector.source} records no dataset category ids (model.category_ids; older "
-             "checkpoints and exports lack them): writing category_id = label + 1, which is "
-             "right only for datasets whose category ids are 1..C in label order")
+        warn(
+            f"{detector.source} records no dataset category ids (model.category_ids; older "
+            "checkpoints and exports lack them): writing category_id = label + 1, which is "
+            "right only for datasets whose category ids are 1..C in label order"
+        )
         ids = list(range(1, n + 1))
     return ids
 
@@ -268,8 +294,11 @@ def coco_image_ids(ann_file: str | Path, files: Sequence[Path]) -> tuple[dict[Pa
         raise DataError(f"{ann_file}: not a COCO file (no 'images' list)")
     index: dict[str, list[int]] = {}
     for i, img in enumerate(images):
-        if not (isinstance(img, dict) and isinstance(img.get("id"), int)
-                and isinstance(img.get("file_name"), str)):
+        if not (
+            isinstance(img, dict)
+            and isinstance(img.get("id"), int)
+            and isinstance(img.get("file_name"), str)
+        ):
             raise DataError(f"{ann_file}: images[{i}] needs an integer 'id' and a 'file_name'")
         index.setdefault(_norm(img["file_name"]), []).append(img["id"])
     ids: dict[Path, int] = {}
@@ -285,17 +314,23 @@ def coco_image_ids(ann_file: str | Path, files: Sequence[Path]) -> tuple[dict[Pa
             missing.append(f)
             continue
         if len(found) > 1:
-            raise DataError(f"{ann_file}: {f} matches images {found[:5]} (same file_name); "
-                            "the file name is ambiguous")
+            raise DataError(
+                f"{ann_file}: {f} matches images {found[:5]} (same file_name); "
+                "the file name is ambiguous"
+            )
         if found[0] in owner:
-            raise DataError(f"{ann_file}: {owner[found[0]]} and {f} both match image id "
-                            f"{found[0]}; predict one of them")
+            raise DataError(
+                f"{ann_file}: {owner[found[0]]} and {f} both match image id "
+                f"{found[0]}; predict one of them"
+            )
         ids[f], owner[found[0]] = found[0], f
     if missing:
         shown = ", ".join(str(m) for m in missing[:3])
-        raise DataError(f"{len(missing)} of {len(files)} images are not in {ann_file} (by file "
-                        f"name): {shown}{' ...' if len(missing) > 3 else ''}; predict only that "
-                        "file's images, or leave out --coco")
+        raise DataError(
+            f"{len(missing)} of {len(files)} images are not in {ann_file} (by file "
+            f"name): {shown}{' ...' if len(missing) > 3 else ''}; predict only that "
+            "file's images, or leave out --coco"
+        )
     return ids, data
 
 
@@ -303,13 +338,16 @@ def _check_categories(category_ids: list[int], coco: dict, ann_file: str) -> Non
     known = {c.get("id") for c in coco.get("categories") or [] if isinstance(c, dict)}
     unknown = sorted(set(category_ids) - known)
     if known and unknown:
-        _warn(f"{len(unknown)} of the model's category ids are not categories of {ann_file} "
-              f"(e.g. {unknown[:5]}); `percepta score` will refuse detections of those classes")
+        _warn(
+            f"{len(unknown)} of the model's category ids are not categories of {ann_file} "
+            f"(e.g. {unknown[:5]}); `percepta score` will refuse detections of those classes"
+        )
 
 
 # -------------------------------------------------------------------------------- command
-def _records(path: Path, image_id: int, pred: dict, class_names: list[str],
-             category_ids: list[int]) -> list[dict[str, Any]]:
+def _records(
+    path: Path, image_id: int, pred: dict, class_names: list[str], category_ids: list[int]
+) -> list[dict[str, Any]]:
     out = []
     boxes = pred["boxes"].reshape(-1, 4)
     for box, score, label in zip(boxes.tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
@@ -318,12 +356,17 @@ def _records(path: Path, image_id: int, pred: dict, class_names: list[str],
         # COCO sizes are >= 0; a degenerate box (x2 < x1 by rounding, or a negative predicted
         # size) is written with size 0 rather than refused by `percepta score`
         w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
-        out.append({
-            "image_id": image_id, "file_name": str(path), "category_id": category_ids[label],
-            "label": label,
-            "category_name": class_names[label] if label < len(class_names) else str(label),
-            "bbox": [x1, y1, w, h], "score": float(score),
-        })
+        out.append(
+            {
+                "image_id": image_id,
+                "file_name": str(path),
+                "category_id": category_ids[label],
+                "label": label,
+                "category_name": class_names[label] if label < len(class_names) else str(label),
+                "bbox": [x1, y1, w, h],
+                "score": float(score),
+            }
+        )
     return out
 
 
@@ -344,23 +387,34 @@ def cli_predict(args: argparse.Namespace) -> int:
     if coco is not None:
         _check_categories(category_ids, coco, coco_file)
     skipped: list[str] = []
-    results = predict_files(detector.run, files, args.batch_size,
-                            on_error=lambda m: (skipped.append(m), print(m)))
+    results = predict_files(
+        detector.run, files, args.batch_size, on_error=lambda m: (skipped.append(m), print(m))
+    )
     if not results:
-        raise DataError(f"none of the {len(files)} files could be read as an image "
-                        f"(first: {skipped[0].removeprefix('skipped: ')}); nothing was written")
+        raise DataError(
+            f"none of the {len(files)} files could be read as an image "
+            f"(first: {skipped[0].removeprefix('skipped: ')}); nothing was written"
+        )
     out = Path(args.out)
     records = []
     for path, image, pred in results:
         image_id = image_ids[path]
         records.extend(_records(path, image_id, pred, detector.class_names, category_ids))
         if not args.no_draw:
-            drawn = draw_detections(image, pred["boxes"], pred["labels"], pred["scores"],
-                                    detector.class_names, score_threshold=args.score_threshold)
+            drawn = draw_detections(
+                image,
+                pred["boxes"],
+                pred["labels"],
+                pred["scores"],
+                detector.class_names,
+                score_threshold=args.score_threshold,
+            )
             save_png(drawn, out / "images" / f"{image_id:05d}_{path.stem}.png")
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(records))
     n_shown = sum(r["score"] >= args.score_threshold for r in records)
-    print(f"{len(results)} images, {len(records)} detections ({n_shown} >= {args.score_threshold}) "
-          f"-> {out / 'predictions.json'}" + (f"; {len(skipped)} files skipped" if skipped else ""))
+    print(
+        f"{len(results)} images, {len(records)} detections ({n_shown} >= {args.score_threshold}) "
+        f"-> {out / 'predictions.json'}" + (f"; {len(skipped)} files skipped" if skipped else "")
+    )
     return 0

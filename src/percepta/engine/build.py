@@ -10,5 +10,12 @@ from percepta.components import (  # noqa: F401  (re-exported)
     with_model_options,
 )
 
-__all__ = ["build_model", "build_model_from_options", "build_dataset", "build_evaluator",
-           "model_options", "with_model_options", "DataFacts"]
+__all__ = [
+    "build_model",
+    "build_model_from_options",
+    "build_dataset",
+    "build_evaluator",
+    "model_options",
+    "with_model_options",
+    "DataFacts",
+]

@@ -70,8 +70,9 @@ def _env_int(name: str, default: int) -> int:
         raise PerceptaError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def init_from_env(backend: str | None = None, device: str | None = None,
-                  timeout_s: float = 1800.0) -> DistInfo:
+def init_from_env(
+    backend: str | None = None, device: str | None = None, timeout_s: float = 1800.0
+) -> DistInfo:
     """Open the default process group from torchrun's environment variables.
 
     A no-op (returning rank 0 of 1) when ``WORLD_SIZE`` is absent or 1, or when a process group
@@ -102,8 +103,13 @@ def init_from_env(backend: str | None = None, device: str | None = None,
     kwargs: dict[str, Any] = {}
     if backend == "nccl":
         kwargs["device_id"] = torch.device("cuda", local_rank)
-    dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s), **kwargs)
+    dist.init_process_group(
+        backend=backend,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+        **kwargs,
+    )
     return info()
 
 
@@ -150,8 +156,13 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     """Mean of ``t`` over all processes (a copy; ``t`` itself when not distributed)."""
     if not is_distributed():
         return t
-    out = t.detach().to(_collective_device(), dtype=torch.float64 if t.dtype == torch.float64
-                        else torch.float32).clone()
+    out = (
+        t.detach()
+        .to(
+            _collective_device(), dtype=torch.float64 if t.dtype == torch.float64 else torch.float32
+        )
+        .clone()
+    )
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return (out / get_world_size()).to(t.device)
 
@@ -209,15 +220,17 @@ def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={spec!r} but CUDA is not available; use "
-                          "train.device=cpu (or auto)")
+        raise ConfigError(
+            f"train.device={spec!r} but CUDA is not available; use train.device=cpu (or auto)"
+        )
     if spec == "cuda":
         return torch.device("cuda", local_rank)
     try:
         return torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"train.device={spec!r} is not a device; use auto, cpu, cuda or "
-                          "cuda:N") from None
+        raise ConfigError(
+            f"train.device={spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
 
 
 def set_seed(seed: int) -> None:

@@ -30,8 +30,15 @@ from percepta.errors import PerceptaError
 if TYPE_CHECKING:
     from percepta.engine.trainer import Trainer
 
-__all__ = ["HookBase", "LoggingHook", "NonFiniteGuard", "EMAHook", "EvalHook",
-           "PeriodicCheckpointer", "TrainingError"]
+__all__ = [
+    "HookBase",
+    "LoggingHook",
+    "NonFiniteGuard",
+    "EMAHook",
+    "EvalHook",
+    "PeriodicCheckpointer",
+    "TrainingError",
+]
 
 
 class TrainingError(PerceptaError, RuntimeError):
@@ -71,22 +78,27 @@ class LoggingHook(HookBase):
             elif log.is_file() and log.stat().st_size:  # a fresh run in an old run folder
                 log.replace(log.with_name("metrics.prev.jsonl"))
                 console(f"[percepta] note: {log} of an earlier run moved to metrics.prev.jsonl")
-        trainer.logger = MetricsLogger(trainer.run_dir, enabled=trainer.is_main,
-                                       tensorboard=bool(trainer.tc.tensorboard),
-                                       purge_step=trainer.iteration if trainer.resumed else None)
+        trainer.logger = MetricsLogger(
+            trainer.run_dir,
+            enabled=trainer.is_main,
+            tensorboard=bool(trainer.tc.tensorboard),
+            purge_step=trainer.iteration if trainer.resumed else None,
+        )
 
     def after_step(self, trainer: Trainer) -> None:
         it = trainer.iteration
-        if trainer.tc.log_period > 0 and (it % trainer.tc.log_period == 0
-                                          or it == trainer.max_iters):
+        if trainer.tc.log_period > 0 and (
+            it % trainer.tc.log_period == 0 or it == trainer.max_iters
+        ):
             trainer.log_window()
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         logger = trainer.logger
         if logger is None:  # evaluation outside fit: the caller prints
             return
-        logger.log_eval(trainer.iteration, metrics, epoch=trainer.epoch,
-                        time=time.perf_counter() - trainer.t0)
+        logger.log_eval(
+            trainer.iteration, metrics, epoch=trainer.epoch, time=time.perf_counter() - trainer.t0
+        )
         logger.write_eval_file(trainer.iteration, metrics)
         if not trainer.is_main:
             return
@@ -137,20 +149,27 @@ class NonFiniteGuard(HookBase):
         it = trainer.iteration
         terms = ", ".join(bad) or "(on another rank)"
         if trainer.logger is not None:
-            trainer.logger.write({"iteration": it, "nonfinite": self.count,
-                                  "nonfinite_terms": bad, "skipped": True})
+            trainer.logger.write(
+                {"iteration": it, "nonfinite": self.count, "nonfinite_terms": bad, "skipped": True}
+            )
         if trainer.is_main:
-            console(f"[percepta] iteration {it}: non-finite loss ({terms}); step skipped "
-                    f"({self.in_row} in a row, limit {self.limit})")
+            console(
+                f"[percepta] iteration {it}: non-finite loss ({terms}); step skipped "
+                f"({self.in_row} in a row, limit {self.limit})"
+            )
         if self.in_row >= self.limit:
             last = trainer.checkpoint_dir / "last.pt"
-            kept = (f"the last checkpoint {last} is unchanged" if last.is_file()
-                    else "no checkpoint was written")
+            kept = (
+                f"the last checkpoint {last} is unchanged"
+                if last.is_file()
+                else "no checkpoint was written"
+            )
             raise TrainingError(
                 f"training stopped at iteration {it}: the loss was not finite for "
                 f"{self.in_row} iterations in a row (train.max_nonfinite={self.limit}); "
                 f"non-finite terms: {terms}; {kept}. Lower train.optimizer.lr, set "
-                "train.grad_clip, or check the data.")
+                "train.grad_clip, or check the data."
+            )
 
 
 class EMAHook(HookBase):
@@ -159,8 +178,9 @@ class EMAHook(HookBase):
     the ``GradScaler`` skipped for inf/NaN gradients, leaves the average unchanged."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)),
-                                 use_buffers=True)
+        self.ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True
+        )
 
     def after_step(self, trainer: Trainer) -> None:
         if trainer.step_applied:
@@ -173,8 +193,11 @@ class EvalHook(HookBase):
 
     def after_step(self, trainer: Trainer) -> None:
         it = trainer.iteration
-        if _every(int(trainer.tc.eval_period), it) and it < trainer.max_iters \
-                and trainer.can_evaluate():
+        if (
+            _every(int(trainer.tc.eval_period), it)
+            and it < trainer.max_iters
+            and trainer.can_evaluate()
+        ):
             self.evaluate_and_track(trainer)
             trainer.train_model.train()
 
@@ -187,11 +210,19 @@ class EvalHook(HookBase):
             return metrics
         value = scalar_items(metrics).get(name)
         if value is None and trainer.is_main:
-            console(f"[percepta] primary metric {name!r} missing from the evaluation; best.pt "
-                    f"not updated (metrics: {sorted(scalar_items(metrics))})")
+            console(
+                f"[percepta] primary metric {name!r} missing from the evaluation; best.pt "
+                f"not updated (metrics: {sorted(scalar_items(metrics))})"
+            )
         higher = best.get("higher_is_better", True)
-        improved = value is not None and math.isfinite(value) and (
-            best["value"] is None or (value > best["value"] if higher else value < best["value"]))
+        improved = (
+            value is not None
+            and math.isfinite(value)
+            and (
+                best["value"] is None
+                or (value > best["value"] if higher else value < best["value"])
+            )
+        )
         # rank 0 decides, so that every rank enters the (collective) save together
         improved, value = pdist.broadcast_object((improved, value))
         if improved:

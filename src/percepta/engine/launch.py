@@ -35,11 +35,16 @@ __all__ = ["prepare", "train", "evaluate_checkpoint", "cli_train", "cli_eval"]
 def _check_val_classes(cfg: DictConfig, val_ds: Any) -> None:
     """Model labels index the validation set's classes: refuse a silent misalignment."""
     model_names = list(cfg.model.get("class_names") or []) if "model" in cfg else []
-    val_names = list((getattr(val_ds, "meta", None) or {}).get("class_names")
-                     or getattr(val_ds, "class_names", None) or [])
+    val_names = list(
+        (getattr(val_ds, "meta", None) or {}).get("class_names")
+        or getattr(val_ds, "class_names", None)
+        or []
+    )
     if model_names and val_names and model_names != val_names:
-        raise PerceptaError(f"the model's classes {model_names} differ from data.val's classes "
-                            f"{val_names} (names and order must match for evaluation)")
+        raise PerceptaError(
+            f"the model's classes {model_names} differ from data.val's classes "
+            f"{val_names} (names and order must match for evaluation)"
+        )
 
 
 def _check_run_folder(cfg: DictConfig) -> None:
@@ -48,7 +53,8 @@ def _check_run_folder(cfg: DictConfig) -> None:
     if last.is_file() and not cfg.resume and not cfg.overwrite:
         raise PerceptaError(
             f"run {cfg.name!r} already has a checkpoint ({last}); add resume=true to continue "
-            "it, choose another name=..., or overwrite=true to start it again from scratch")
+            "it, choose another name=..., or overwrite=true to start it again from scratch"
+        )
 
 
 def prepare(cfg: DictConfig, for_training: bool = True) -> tuple[DictConfig, Any, Any, Any, Any]:
@@ -80,20 +86,31 @@ def train(cfg: DictConfig, hooks: list | None = None, **trainer_kwargs: Any) -> 
     info = distributed.init_from_env(device=str(cfg.train.device))
     try:
         if cfg.data.get("train") is None:
-            raise ConfigError("the config has no data.train section: nothing to train on "
-                              "(give one of the yaml configs in configs/<task>/, or "
-                              "data.train.* overrides)")
+            raise ConfigError(
+                "the config has no data.train section: nothing to train on "
+                "(give one of the yaml configs in configs/<task>/, or "
+                "data.train.* overrides)"
+            )
         _check_run_folder(cfg)
         torch.manual_seed(int(cfg.seed))
         cfg, model, train_ds, val_ds, evaluator = prepare(cfg)
-        trainer = Trainer(cfg, model, train_ds, val_dataset=val_ds, evaluator=evaluator,
-                          hooks=hooks, **trainer_kwargs)
+        trainer = Trainer(
+            cfg,
+            model,
+            train_ds,
+            val_dataset=val_ds,
+            evaluator=evaluator,
+            hooks=hooks,
+            **trainer_kwargs,
+        )
         metrics = trainer.fit()
         if info.is_main:
-            print(f"[percepta] run {cfg.name!r} finished: {trainer.run_dir} "
-                  f"(config.yaml, metrics.jsonl, checkpoints/last.pt"
-                  f"{', checkpoints/best.pt' if (trainer.checkpoint_dir / 'best.pt').is_file() else ''})",
-                  flush=True)
+            print(
+                f"[percepta] run {cfg.name!r} finished: {trainer.run_dir} "
+                f"(config.yaml, metrics.jsonl, checkpoints/last.pt"
+                f"{', checkpoints/best.pt' if (trainer.checkpoint_dir / 'best.pt').is_file() else ''})",
+                flush=True,
+            )
         return metrics
     finally:
         distributed.cleanup()
@@ -105,12 +122,15 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None) -> tuple[
     from percepta.engine.trainer import Trainer
 
     ckpt = load_checkpoint(path)
-    cfg = config_lib.from_dict(ckpt["config"], source=f"config embedded in {path}",
-                               overrides=overrides)
+    cfg = config_lib.from_dict(
+        ckpt["config"], source=f"config embedded in {path}", overrides=overrides
+    )
     check_task(ckpt, str(cfg.task), path)
     val_ds = build_dataset(cfg, "val")
     if val_ds is None:
-        raise PerceptaError(f"the config of {path} has no data.val section; set data.val.* overrides")
+        raise PerceptaError(
+            f"the config of {path} has no data.val section; set data.val.* overrides"
+        )
     model = model_from_checkpoint(ckpt, path, cfg)
     evaluator = build_evaluator(cfg, val_ds)
     if evaluator is None:
@@ -127,8 +147,10 @@ def cli_train(args: argparse.Namespace) -> int:
         path = None
     cfg = config_lib.load(path, overrides)
     if not path and cfg.data.get("train") is None:
-        raise ConfigError("no config given: `percepta train CONFIG.yaml [key=value ...]` "
-                          "(the shipped configs are in configs/<task>/<model>_<data>.yaml)")
+        raise ConfigError(
+            "no config given: `percepta train CONFIG.yaml [key=value ...]` "
+            "(the shipped configs are in configs/<task>/<model>_<data>.yaml)"
+        )
     train(cfg)
     return 0
 

@@ -25,8 +25,14 @@ from tqdm.auto import tqdm
 from percepta.atomic import atomic_write_text
 from percepta.jsonable import to_jsonable
 
-__all__ = ["MetricsLogger", "LossWindow", "scalar_items", "to_jsonable", "console",
-           "truncate_jsonl"]
+__all__ = [
+    "MetricsLogger",
+    "LossWindow",
+    "scalar_items",
+    "to_jsonable",
+    "console",
+    "truncate_jsonl",
+]
 
 
 def console(msg: str) -> None:
@@ -78,8 +84,13 @@ class MetricsLogger:
             killed run wrote after it.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
-                 purge_step: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.jsonl_path = self.run_dir / "metrics.jsonl"
@@ -194,8 +205,9 @@ class LossWindow:
         sums = torch.stack([self.sums[k].cpu() if k in self.sums else zero for k in keys])
         counts = torch.tensor([float(self.counts.get(k, 0)) for k in keys], dtype=torch.float64)
         both = pdist.all_reduce_sum(torch.stack([sums, counts]))
-        return {k: float(s / c) for k, s, c in zip(keys, both[0].tolist(), both[1].tolist())
-                if c > 0}
+        return {
+            k: float(s / c) for k, s, c in zip(keys, both[0].tolist(), both[1].tolist()) if c > 0
+        }
 
     def elapsed(self) -> float:
         return max(time.perf_counter() - self.t0, 1e-9)

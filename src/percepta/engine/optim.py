@@ -58,8 +58,9 @@ def _get(opts: Any, key: str, default: Any = None) -> Any:
     return opts.get(key, default) if isinstance(opts, dict) else getattr(opts, key, default)
 
 
-def param_groups(model: nn.Module, weight_decay: float,
-                 no_decay_norm_and_bias: bool = True) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, weight_decay: float, no_decay_norm_and_bias: bool = True
+) -> list[dict[str, Any]]:
     """Split trainable parameters into a decayed group and a ``weight_decay=0`` group.
 
     Returns a list of one or two ``{"params": [...], "weight_decay": wd, "name": ...}`` dicts
@@ -92,11 +93,18 @@ def build_optimizer(model: nn.Module, opts: Any) -> torch.optim.Optimizer:
     """``torch.optim.SGD`` or ``torch.optim.AdamW`` from ``train.optimizer`` options."""
     name = str(_get(opts, "name", "adamw")).lower()
     lr = float(_get(opts, "lr", 1e-3))
-    groups = param_groups(model, float(_get(opts, "weight_decay", 0.0)),
-                          bool(_get(opts, "no_decay_norm_and_bias", True)))
+    groups = param_groups(
+        model,
+        float(_get(opts, "weight_decay", 0.0)),
+        bool(_get(opts, "no_decay_norm_and_bias", True)),
+    )
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(_get(opts, "momentum", 0.9)),
-                               nesterov=bool(_get(opts, "nesterov", False)))
+        return torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=float(_get(opts, "momentum", 0.9)),
+            nesterov=bool(_get(opts, "nesterov", False)),
+        )
     if name == "adamw":
         betas = tuple(float(b) for b in _get(opts, "betas", (0.9, 0.999)))
         if len(betas) != 2:
@@ -115,8 +123,9 @@ def lr_factor_fn(opts: Any, max_iters: int):
     min_lr_factor = float(_get(opts, "min_lr_factor", 0.0))
     max_iters = max(1, int(max_iters))
     if name not in ("constant", "step", "cosine"):
-        raise _config_error(f"train.scheduler.name: unknown scheduler {name!r}; "
-                            "use 'constant', 'step' or 'cosine'")
+        raise _config_error(
+            f"train.scheduler.name: unknown scheduler {name!r}; use 'constant', 'step' or 'cosine'"
+        )
     if warmup_iters < 0:
         raise _config_error(f"train.scheduler.warmup_iters must be >= 0, got {warmup_iters}")
 
@@ -136,8 +145,9 @@ def lr_factor_fn(opts: Any, max_iters: int):
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, opts: Any,
-                    max_iters: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, opts: Any, max_iters: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """A ``LambdaLR`` stepping once per iteration (see the module docstring for the formula)."""
     fn = lr_factor_fn(opts, max_iters)
 

@@ -55,8 +55,15 @@ from percepta.inference import run_model
 from percepta.losses.balance import FixedValueBalance
 from percepta.structures import collate
 
-__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "set_seed", "resolve_device",
-           "move_to_device", "sum_losses"]
+__all__ = [
+    "Trainer",
+    "TrainingError",
+    "TrainingInterrupted",
+    "set_seed",
+    "resolve_device",
+    "move_to_device",
+    "sum_losses",
+]
 
 
 class TrainingInterrupted(TrainingError):
@@ -72,8 +79,10 @@ def sum_losses(loss_dict: dict[str, Any], trainer: Trainer | None = None) -> tor
     """The default ``loss_transform``: the sum of every term whose key starts with ``loss``."""
     terms = [v for k, v in loss_dict.items() if str(k).startswith("loss")]
     if not terms:
-        raise TrainingError("in train mode the model must return a dict with at least one "
-                            f"'loss*' term; it returned the keys {sorted(loss_dict)}")
+        raise TrainingError(
+            "in train mode the model must return a dict with at least one "
+            f"'loss*' term; it returned the keys {sorted(loss_dict)}"
+        )
     total = terms[0]
     for t in terms[1:]:
         total = total + t
@@ -96,8 +105,13 @@ def _amp_dtype(tc: Any, device: torch.device) -> torch.dtype | None:
 
 
 def _nonfinite_keys(loss_dict: dict[str, Any]) -> list[str]:
-    return [k for k, v in loss_dict.items() if isinstance(v, torch.Tensor)
-            and v.is_floating_point() and not bool(torch.isfinite(v.detach()).all())]
+    return [
+        k
+        for k, v in loss_dict.items()
+        if isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and not bool(torch.isfinite(v.detach()).all())
+    ]
 
 
 class Trainer:
@@ -121,12 +135,18 @@ class Trainer:
             add the optimised total as ``optimized_loss``.
     """
 
-    def __init__(self, cfg: DictConfig, model: nn.Module, train_dataset: Dataset | None,
-                 val_dataset: Dataset | None = None, evaluator: Any | None = None,
-                 run_dir: str | Path | None = None,
-                 collate_fn: Callable[[list[Any]], Any] = collate, hooks: list | None = None,
-                 loss_transform: Callable[[dict[str, Any], Trainer], torch.Tensor] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model: nn.Module,
+        train_dataset: Dataset | None,
+        val_dataset: Dataset | None = None,
+        evaluator: Any | None = None,
+        run_dir: str | Path | None = None,
+        collate_fn: Callable[[list[Any]], Any] = collate,
+        hooks: list | None = None,
+        loss_transform: Callable[[dict[str, Any], Trainer], torch.Tensor] | None = None,
+    ) -> None:
         self.cfg = cfg
         tc = self.tc = cfg.train
         self.dist = pdist.info()
@@ -135,7 +155,8 @@ class Trainer:
         if int(tc.batch_size) <= 0 or int(tc.batch_size) % self.world_size != 0:
             raise ConfigError(
                 f"train.batch_size={tc.batch_size} is the global batch and must be a positive "
-                f"multiple of the number of processes ({self.world_size})")
+                f"multiple of the number of processes ({self.world_size})"
+            )
         self.batch_size = int(tc.batch_size)
         self.local_batch_size = self.batch_size // self.world_size
         self.max_iters = int(tc.max_iters)
@@ -146,15 +167,18 @@ class Trainer:
         self.collate_fn = collate_fn
         if loss_transform is None and tc.loss_balance.enabled:
             loss_transform = FixedValueBalance.from_config(
-                tc.loss_balance, reduce=pdist.all_reduce_mean if self.world_size > 1 else None)
+                tc.loss_balance, reduce=pdist.all_reduce_mean if self.world_size > 1 else None
+            )
         self.loss_transform = loss_transform or sum_losses
         self.batches_per_epoch = 1  # no training data: an evaluation-only trainer
         if train_dataset is not None:
             n = len(train_dataset)  # type: ignore[arg-type]
             if n < self.batch_size:
-                raise DataError(f"training dataset {type(train_dataset).__name__} has {n} "
-                                f"samples, fewer than one global batch "
-                                f"(train.batch_size={self.batch_size})")
+                raise DataError(
+                    f"training dataset {type(train_dataset).__name__} has {n} "
+                    f"samples, fewer than one global batch "
+                    f"(train.batch_size={self.batch_size})"
+                )
             self.batches_per_epoch = n // self.batch_size
         if tc.deterministic:  # (warn_only: ops without a deterministic kernel warn, not fail)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -168,21 +192,28 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, tc.optimizer)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, self.max_iters)
         self.amp_dtype = _amp_dtype(tc, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
         self.train_model: nn.Module = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=ids,
-                find_unused_parameters=bool(tc.get("find_unused_parameters", False)))
+                self.model,
+                device_ids=ids,
+                find_unused_parameters=bool(tc.get("find_unused_parameters", False)),
+            )
 
         # loop state (checkpointed)
         self.iteration = 0
         self.epoch = 0
         primary, higher = primary_of(evaluator) if evaluator is not None else (None, True)
-        self.best: dict[str, Any] = {"metric": primary, "higher_is_better": higher,
-                                     "value": None, "iteration": None}
+        self.best: dict[str, Any] = {
+            "metric": primary,
+            "higher_is_better": higher,
+            "value": None,
+            "iteration": None,
+        }
         # per-step state the hooks read
         self.step_finite = True
         self.step_applied = False
@@ -202,9 +233,14 @@ class Trainer:
 
         self.guard = NonFiniteGuard(int(tc.max_nonfinite))
         self.ema_hook = EMAHook(self.model, tc.ema_decay) if tc.ema else None
-        self.hooks: list[Any] = [LoggingHook(), self.guard,
-                                 *([self.ema_hook] if self.ema_hook else []),
-                                 *(hooks or []), EvalHook(), PeriodicCheckpointer()]
+        self.hooks: list[Any] = [
+            LoggingHook(),
+            self.guard,
+            *([self.ema_hook] if self.ema_hook else []),
+            *(hooks or []),
+            EvalHook(),
+            PeriodicCheckpointer(),
+        ]
 
     # ---------------------------------------------------------------- properties
     @property
@@ -268,16 +304,26 @@ class Trainer:
         if isinstance(ev, nn.Module):
             ev.to(self.device)
         ev.reset()
-        loader = build_eval_loader(self.val_dataset, self.local_batch_size, rank=self.rank,
-                                   world_size=self.world_size, num_workers=int(self.tc.num_workers),
-                                   collate_fn=self.collate_fn,
-                                   pin_memory=self.device.type == "cuda")
+        loader = build_eval_loader(
+            self.val_dataset,
+            self.local_batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=int(self.tc.num_workers),
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+        )
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for images, targets in tqdm(loader, desc="eval", leave=False, dynamic_ncols=True,
-                                            disable=not (self.tc.progress and self.is_main)):
+                for images, targets in tqdm(
+                    loader,
+                    desc="eval",
+                    leave=False,
+                    dynamic_ncols=True,
+                    disable=not (self.tc.progress and self.is_main),
+                ):
                     images = move_to_device(images, self.device, non_blocking=True)
                     targets = move_to_device(targets, self.device, non_blocking=True)
                     ev.update(run_model(model, images, targets), targets)
@@ -306,8 +352,10 @@ class Trainer:
                     console(f"[percepta] resumed from {path} at iteration {self.iteration}")
                 return
             if self.is_main:
-                console(f"[percepta] resume=true but there is no checkpoint at {path}; "
-                        "starting from scratch")
+                console(
+                    f"[percepta] resume=true but there is no checkpoint at {path}; "
+                    "starting from scratch"
+                )
         set_seed(int(self.cfg.seed) + self.rank)
 
     # ---------------------------------------------------------------- checkpoints
@@ -317,25 +365,39 @@ class Trainer:
 
         rng = ckpt_io.capture_rng()
         per_rank = pdist.all_gather_object(rng) if self.world_size > 1 else None
-        hooks = {h.name: h.state_dict() for h in self.hooks
-                 if getattr(h, "name", "") and callable(getattr(h, "state_dict", None))}
+        hooks = {
+            h.name: h.state_dict()
+            for h in self.hooks
+            if getattr(h, "name", "") and callable(getattr(h, "state_dict", None))
+        }
         offset = self.data_offset + int(getattr(self._loader, "empty_batches", 0))
         offsets = pdist.all_gather_object(offset) if self.world_size > 1 else [offset]
         return {
-            "format": ckpt_io.FORMAT, "version": ckpt_io.VERSION,
-            "percepta_version": percepta.__version__, "task": str(self.cfg.task),
+            "format": ckpt_io.FORMAT,
+            "version": ckpt_io.VERSION,
+            "percepta_version": percepta.__version__,
+            "task": str(self.cfg.task),
             "config": pconfig.to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "iteration": self.iteration, "epoch": self.epoch,
-            "rng": rng, "rng_per_rank": per_rank, "world_size": self.world_size,
-            "sampler": {"seed": int(self.cfg.seed), "global_batch_size": self.batch_size,
-                        "batches_per_epoch": self.batches_per_epoch},
-            "nonfinite_count": self.guard.count, "nonfinite_in_row": self.guard.in_row,
-            "best": dict(self.best), "hooks": hooks, "data_offset_per_rank": offsets,
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "rng": rng,
+            "rng_per_rank": per_rank,
+            "world_size": self.world_size,
+            "sampler": {
+                "seed": int(self.cfg.seed),
+                "global_batch_size": self.batch_size,
+                "batches_per_epoch": self.batches_per_epoch,
+            },
+            "nonfinite_count": self.guard.count,
+            "nonfinite_in_row": self.guard.in_row,
+            "best": dict(self.best),
+            "hooks": hooks,
+            "data_offset_per_rank": offsets,
         }
 
     def save_checkpoint(self, name: str = "last") -> Path:
@@ -370,15 +432,18 @@ class Trainer:
                     console(f"[percepta] {source} has no EMA weights; the EMA starts afresh")
         except (RuntimeError, ValueError, KeyError) as e:
             detail = "; ".join(str(e).strip().splitlines()[:4])
-            raise CheckpointError(f"cannot resume from {source}: it does not fit this model or "
-                                  f"optimizer ({detail})") from None
+            raise CheckpointError(
+                f"cannot resume from {source}: it does not fit this model or optimizer ({detail})"
+            ) from None
         self.iteration = int(ckpt["iteration"])
         self.epoch = int(ckpt.get("epoch", self.iteration // self.batches_per_epoch))
         offsets = ckpt.get("data_offset_per_rank") or []
         self.data_offset = int(offsets[self.rank]) if len(offsets) == self.world_size else 0
         hook_states = dict(ckpt.get("hooks") or {})
-        hook_states.setdefault("nonfinite", {"count": ckpt.get("nonfinite_count", 0),
-                                             "in_row": ckpt.get("nonfinite_in_row", 0)})
+        hook_states.setdefault(
+            "nonfinite",
+            {"count": ckpt.get("nonfinite_count", 0), "in_row": ckpt.get("nonfinite_in_row", 0)},
+        )
         for h in self.hooks:
             name = getattr(h, "name", "")
             if name in hook_states and callable(getattr(h, "load_state_dict", None)):
@@ -394,10 +459,14 @@ class Trainer:
         else:
             set_seed(int(self.cfg.seed) + self.rank + 1_000_003 * self.iteration)
         sampler = ckpt.get("sampler") or {}
-        if self.is_main and (sampler.get("global_batch_size") not in (None, self.batch_size)
-                             or sampler.get("seed") not in (None, int(self.cfg.seed))):
-            console(f"[percepta] note: batch size or seed differ from {source}; the data order "
-                    "after resuming differs from an uninterrupted run")
+        if self.is_main and (
+            sampler.get("global_batch_size") not in (None, self.batch_size)
+            or sampler.get("seed") not in (None, int(self.cfg.seed))
+        ):
+            console(
+                f"[percepta] note: batch size or seed differ from {source}; the data order "
+                "after resuming differs from an uninterrupted run"
+            )
 
     # ---------------------------------------------------------------- the loop
     def _train_loader(self) -> Any:
@@ -406,17 +475,30 @@ class Trainer:
         # a batch whose every sample was unreadable is dropped whole: the data of iteration i is
         # then sampler batch i + data_offset, which the checkpoint records for exact resume
         self._loader = build_train_loader(
-            self.train_dataset, self.batch_size, seed=int(self.cfg.seed), rank=self.rank,
-            world_size=self.world_size, start_iter=self.iteration + self.data_offset,
-            num_workers=int(tc.num_workers), collate_fn=self.collate_fn,
-            pin_memory=self.device.type == "cuda", **kwargs)
+            self.train_dataset,
+            self.batch_size,
+            seed=int(self.cfg.seed),
+            rank=self.rank,
+            world_size=self.world_size,
+            start_iter=self.iteration + self.data_offset,
+            num_workers=int(tc.num_workers),
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+            **kwargs,
+        )
         return self._loader
 
     def _train_loop(self) -> None:
         tc = self.tc
         self.train_model.train()
-        bar = tqdm(total=self.max_iters, initial=self.iteration, desc=f"train {self.cfg.name}",
-                   unit="it", dynamic_ncols=True, disable=not (tc.progress and self.is_main))
+        bar = tqdm(
+            total=self.max_iters,
+            initial=self.iteration,
+            desc=f"train {self.cfg.name}",
+            unit="it",
+            dynamic_ncols=True,
+            disable=not (tc.progress and self.is_main),
+        )
         self.window.reset()
         data_iter = iter(self._train_loader()) if self.iteration < self.max_iters else None
         try:
@@ -444,25 +526,35 @@ class Trainer:
         """
         images = move_to_device(images, self.device, non_blocking=True)
         targets = move_to_device(targets, self.device, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
             loss_dict = self.train_model(images, targets)
             if not isinstance(loss_dict, dict):
-                raise TrainingError("in train mode the model must return a dict of losses, "
-                                    f"not {type(loss_dict).__name__}")
+                raise TrainingError(
+                    "in train mode the model must return a dict of losses, "
+                    f"not {type(loss_dict).__name__}"
+                )
             total = self.loss_transform(loss_dict, self)
         if not isinstance(total, torch.Tensor) or total.numel() != 1:
-            raise TrainingError("the total loss must be a scalar tensor; got "
-                                f"{getattr(total, 'shape', type(total).__name__)} from "
-                                f"{getattr(self.loss_transform, '__name__', 'loss_transform')}")
+            raise TrainingError(
+                "the total loss must be a scalar tensor; got "
+                f"{getattr(total, 'shape', type(total).__name__)} from "
+                f"{getattr(self.loss_transform, '__name__', 'loss_transform')}"
+            )
         self.last_loss_dict = loss_dict
         total_f = float(total.detach().float())
         finite = math.isfinite(total_f)
         if self.world_size > 1:
             finite = pdist.all_reduce_min(int(finite)) == 1
         self.step_finite, self.step_applied = finite, False
-        self.nonfinite_terms = [] if finite else (
-            _nonfinite_keys(loss_dict) or (["total"] if not math.isfinite(total_f) else []))
+        self.nonfinite_terms = (
+            []
+            if finite
+            else (_nonfinite_keys(loss_dict) or (["total"] if not math.isfinite(total_f) else []))
+        )
         if finite:
             self.step_applied = self._backward_and_step(total)
             self._record_step(loss_dict, total)
@@ -481,8 +573,9 @@ class Trainer:
         self.grad_norm = None
         if self.tc.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                            float(self.tc.grad_clip))
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), float(self.tc.grad_clip)
+            )
         scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -503,18 +596,24 @@ class Trainer:
         """Average the loss window, log it (jsonl, TensorBoard, console) and reset it."""
         w = self.window
         scalars = w.means()
-        scalars.update(lr=self.step_lr, time=time.perf_counter() - self.t0,
-                       iter_time=w.elapsed() / max(w.iters, 1),
-                       images_per_s=w.images * self.world_size / w.elapsed())
+        scalars.update(
+            lr=self.step_lr,
+            time=time.perf_counter() - self.t0,
+            iter_time=w.elapsed() / max(w.iters, 1),
+            images_per_s=w.images * self.world_size / w.elapsed(),
+        )
         if self.scaler.is_enabled():
             scalars["amp_scale"] = float(self.scaler.get_scale())
         if self.logger is not None:
-            self.logger.log_train(self.iteration, scalars, epoch=self.epoch,
-                                  nonfinite=self.guard.count)
+            self.logger.log_train(
+                self.iteration, scalars, epoch=self.epoch, nonfinite=self.guard.count
+            )
         if self.is_main and not self.tc.progress:
-            console(f"iter {self.iteration}/{self.max_iters}  loss "
-                    f"{scalars.get('total_loss', float('nan')):.4f}  lr {self.step_lr:.3g}  "
-                    f"{scalars['images_per_s']:.1f} img/s")
+            console(
+                f"iter {self.iteration}/{self.max_iters}  loss "
+                f"{scalars.get('total_loss', float('nan')):.4f}  lr {self.step_lr:.3g}  "
+                f"{scalars['images_per_s']:.1f} img/s"
+            )
         w.reset()
         return scalars
 
@@ -536,8 +635,10 @@ class Trainer:
                     raise KeyboardInterrupt
                 trainer._stop_signal = signum
                 if trainer.is_main:
-                    console(f"[percepta] {signal.Signals(signum).name} received: stopping after "
-                            "this iteration and writing last.pt (send it again to stop now)")
+                    console(
+                        f"[percepta] {signal.Signals(signum).name} received: stopping after "
+                        "this iteration and writing last.pt (send it again to stop now)"
+                    )
 
             def __exit__(self, *exc: Any) -> None:
                 for sig, old in self.old.items():
@@ -562,7 +663,8 @@ class Trainer:
             f"training interrupted ({signal.Signals(signum).name}) at iteration "
             f"{self.iteration}/{self.max_iters}; {path} written. Resume with the same command "
             f"plus resume=true (run {self.cfg.name!r} in {self.cfg.output_dir})",
-            exit_code=128 + signum)
+            exit_code=128 + signum,
+        )
 
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:

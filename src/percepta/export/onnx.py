@@ -70,15 +70,39 @@ from torchvision.ops import DeformConv2d
 
 from percepta.errors import PerceptaError
 
-__all__ = ["ExportError", "METADATA_KEYS", "INPUT_RANGE", "graph_input_to_canvas", "peaks_only",
-           "DetectionGraph", "PeaksGraph", "export_onnx", "export_checkpoint", "check_parity",
-           "parity_images", "cli_export"]
+__all__ = [
+    "ExportError",
+    "METADATA_KEYS",
+    "INPUT_RANGE",
+    "graph_input_to_canvas",
+    "peaks_only",
+    "DetectionGraph",
+    "PeaksGraph",
+    "export_onnx",
+    "export_checkpoint",
+    "check_parity",
+    "parity_images",
+    "cli_export",
+]
 
 MIN_OPSET = 11  # float Equal, GatherElements, TopK with a K input
 MAX_OPSET = 20  # highest opset of the TorchScript exporter in torch 2.14
-METADATA_KEYS = ("percepta_version", "task", "model", "decode", "class_names", "num_classes",
-                 "input_size", "stride", "top_k", "score_threshold", "cat_spec_wh", "input_dtype",
-                 "input_range", "outputs")
+METADATA_KEYS = (
+    "percepta_version",
+    "task",
+    "model",
+    "decode",
+    "class_names",
+    "num_classes",
+    "input_size",
+    "stride",
+    "top_k",
+    "score_threshold",
+    "cat_spec_wh",
+    "input_dtype",
+    "input_range",
+    "outputs",
+)
 INPUT_RANGE = "0-1"  # the graph's float input range (torchvision's float image convention)
 
 
@@ -115,8 +139,13 @@ class DetectionGraph(nn.Module):
         from percepta.detection.centernet_decode import decode
 
         out = self.model.forward_heads(graph_input_to_canvas(images))
-        dets = decode(out["heat"].float(), out["wh"].float(), out["reg"].float(), k=self.top_k,
-                      cat_spec_wh=self.model.cat_spec_wh)
+        dets = decode(
+            out["heat"].float(),
+            out["wh"].float(),
+            out["reg"].float(),
+            k=self.top_k,
+            cat_spec_wh=self.model.cat_spec_wh,
+        )
         boxes = dets[..., :4] * self.model.stride
         return boxes, dets[..., 4], dets[..., 5].to(torch.int64)
 
@@ -138,7 +167,8 @@ class PeaksGraph(nn.Module):
 _DEFORM_MESSAGE = (
     "cannot export {where} to ONNX: it uses deformable convolutions (model.deform=true, "
     "torchvision.ops.DeformConv2d), which have no ONNX operator; train with "
-    "model.deform=false (centerX's 'nodeform' models) to export")
+    "model.deform=false (centerX's 'nodeform' models) to export"
+)
 
 
 def _check_exportable(model: nn.Module) -> None:
@@ -146,13 +176,17 @@ def _check_exportable(model: nn.Module) -> None:
     if cfg is None:
         full = getattr(model, "percepta_config", None)
         cfg = getattr(full, "model", None) if full is not None else None
-    if bool(getattr(cfg, "deform", False)) or any(isinstance(m, DeformConv2d) for m in model.modules()):
+    if bool(getattr(cfg, "deform", False)) or any(
+        isinstance(m, DeformConv2d) for m in model.modules()
+    ):
         raise ExportError(_DEFORM_MESSAGE.format(where="the model"))
     needed = ("forward_heads", "preprocess", "postprocess", "input_size", "stride", "cat_spec_wh")
     missing = [a for a in needed if not hasattr(model, a)]
     if missing:
-        raise ExportError(f"cannot export {type(model).__name__} to ONNX: only CenterNet "
-                          f"detectors are supported (it lacks {', '.join(missing)})")
+        raise ExportError(
+            f"cannot export {type(model).__name__} to ONNX: only CenterNet "
+            f"detectors are supported (it lacks {', '.join(missing)})"
+        )
 
 
 def _check_basic(decode: str, top_k: int, opset: int) -> None:
@@ -164,17 +198,23 @@ def _check_basic(decode: str, top_k: int, opset: int) -> None:
         raise ExportError(f"top_k must be >= 1, got {top_k}")
 
 
-def _check_options(model: nn.Module, decode: str, top_k: int, opset: int,
-                   size: tuple[int, int]) -> None:
+def _check_options(
+    model: nn.Module, decode: str, top_k: int, opset: int, size: tuple[int, int]
+) -> None:
     _check_basic(decode, top_k, opset)
     step = int(getattr(model.backbone, "stride", 32))
     if size[0] % step or size[1] % step or min(size) < step:
-        raise ExportError(f"example size {size} must be positive multiples of the backbone "
-                          f"stride {step}")
+        raise ExportError(
+            f"example size {size} must be positive multiples of the backbone stride {step}"
+        )
     cells = (model.input_size // model.stride) ** 2
-    if decode == "full" and top_k > min(cells, (size[0] // model.stride) * (size[1] // model.stride)):
-        raise ExportError(f"top_k={top_k} exceeds the {cells} cells of the output map at "
-                          f"input_size={model.input_size}; use --top-k <= {cells}")
+    if decode == "full" and top_k > min(
+        cells, (size[0] // model.stride) * (size[1] // model.stride)
+    ):
+        raise ExportError(
+            f"top_k={top_k} exceeds the {cells} cells of the output map at "
+            f"input_size={model.input_size}; use --top-k <= {cells}"
+        )
 
 
 # -------------------------------------------------------------------------------- export
@@ -189,8 +229,9 @@ def _metadata(model: nn.Module, decode: str, top_k: int) -> dict[str, str]:
         "model": "centernet",
         "decode": decode,
         "class_names": json.dumps(names),
-        "category_ids": json.dumps([int(c) for c in getattr(getattr(model, "config", None),
-                                                            "category_ids", None) or []]),
+        "category_ids": json.dumps(
+            [int(c) for c in getattr(getattr(model, "config", None), "category_ids", None) or []]
+        ),
         "num_classes": str(int(model.num_classes)),
         "input_size": str(int(model.input_size)),
         "stride": str(int(model.stride)),
@@ -203,8 +244,14 @@ def _metadata(model: nn.Module, decode: str, top_k: int) -> dict[str, str]:
     }
 
 
-def export_onnx(model: nn.Module, path: str | Path, decode: str = "full", top_k: int = 100,
-                opset: int = 17, example_size: int | Sequence[int] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    decode: str = "full",
+    top_k: int = 100,
+    opset: int = 17,
+    example_size: int | Sequence[int] | None = None,
+) -> Path:
     """Write ``model`` (a CenterNet) as an ONNX graph with the decode inside; see module docstring.
 
     Args:
@@ -250,15 +297,24 @@ def export_onnx(model: nn.Module, path: str | Path, decode: str = "full", top_k:
             # min(K, H*W) in decode() becomes a constant (documented above)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=int(opset),
-                              input_names=["images"], output_names=outputs, dynamic_axes=axes,
-                              do_constant_folding=True)
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=int(opset),
+                input_names=["images"],
+                output_names=outputs,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
     except ExportError:
         raise
     except Exception as e:  # torch's errors are long; keep the first line and the cause
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"ONNX export of {type(model).__name__} to {path} failed: "
-                          f"{type(e).__name__}: {first}") from e
+        raise ExportError(
+            f"ONNX export of {type(model).__name__} to {path} failed: {type(e).__name__}: {first}"
+        ) from e
     finally:
         model.train(was_training)
 
@@ -266,8 +322,10 @@ def export_onnx(model: nn.Module, path: str | Path, decode: str = "full", top_k:
     for key, value in _metadata(model, decode, top_k).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = (f"percepta CenterNet, decode={decode}: input 'images' float32 [B,3,H,W] "
-                        "RGB in 0-1, letterboxed (H, W multiples of 32); see metadata_props")
+    proto.doc_string = (
+        f"percepta CenterNet, decode={decode}: input 'images' float32 [B,3,H,W] "
+        "RGB in 0-1, letterboxed (H, W multiples of 32); see metadata_props"
+    )
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return path
@@ -292,9 +350,13 @@ def parity_images(size: int, n: int = 3, seed: int = 0) -> list[torch.Tensor]:
     return out
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path | Any,
-                 images: torch.Tensor | Sequence[torch.Tensor],
-                 box_tol: float = 1e-3, score_tol: float = 1e-5) -> dict[str, Any]:
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path | Any,
+    images: torch.Tensor | Sequence[torch.Tensor],
+    box_tol: float = 1e-3,
+    score_tol: float = 1e-5,
+) -> dict[str, Any]:
     """Run ``model.eval()(images)`` and the ONNX model (onnxruntime, CPU) and compare.
 
     ``onnx_path`` may also be an :class:`~percepta.export.runtime.OnnxPredictor` (reused).
@@ -319,13 +381,24 @@ def check_parity(model: nn.Module, onnx_path: str | Path | Any,
         model.train(saved[0])
         model.top_k, model.score_threshold = saved[1], saved[2]
     ours = predictor(images)
-    return compare_predictions(ref, ours, box_tol=box_tol, score_tol=score_tol,
-                               score_threshold=predictor.score_threshold, top_k=predictor.top_k)
+    return compare_predictions(
+        ref,
+        ours,
+        box_tol=box_tol,
+        score_tol=score_tol,
+        score_threshold=predictor.score_threshold,
+        top_k=predictor.top_k,
+    )
 
 
-def export_checkpoint(ckpt_path: str | Path, out_path: str | Path | None = None,
-                      decode: str = "full", top_k: int = 100, opset: int = 17,
-                      check: bool = True) -> dict[str, Any]:
+def export_checkpoint(
+    ckpt_path: str | Path,
+    out_path: str | Path | None = None,
+    decode: str = "full",
+    top_k: int = 100,
+    opset: int = 17,
+    check: bool = True,
+) -> dict[str, Any]:
     """Export a detection checkpoint to ONNX and (optionally) check it against PyTorch.
 
     Args:
@@ -350,8 +423,9 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path | None = None,
     model = load_model(ckpt_path, device="cpu", eval_mode=True)
     _check_exportable(model)
     if out_path is None:
-        out_path = ckpt_path.with_name(ckpt_path.stem + ("-peaks" if decode == "peaks" else "")
-                                       + ".onnx")
+        out_path = ckpt_path.with_name(
+            ckpt_path.stem + ("-peaks" if decode == "peaks" else "") + ".onnx"
+        )
     path = export_onnx(model, out_path, decode=decode, top_k=top_k, opset=opset)
     parity = None
     if check:
@@ -369,23 +443,39 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path | None = None,
         parity["labels_equal"] = single["labels_equal"] and batch["labels_equal"]
         parity["borderline"] = single["borderline"] + batch["borderline"]
         parity["ok"] = single["ok"] and batch["ok"]
-    return {"path": str(path), "decode": decode, "opset": int(opset), "top_k": int(top_k),
-            "size_mb": round(path.stat().st_size / 2**20, 2), "parity": parity}
+    return {
+        "path": str(path),
+        "decode": decode,
+        "opset": int(opset),
+        "top_k": int(top_k),
+        "size_mb": round(path.stat().st_size / 2**20, 2),
+        "parity": parity,
+    }
 
 
 def cli_export(args: argparse.Namespace) -> int:
     """``percepta export CKPT --format onnx [--out] [--decode] [--top-k] [--opset] [--no-check]``."""
     if getattr(args, "format", "onnx") != "onnx":
         raise ExportError(f"unsupported export format {args.format!r} (only onnx)")
-    info = export_checkpoint(args.checkpoint, args.out, decode=args.decode, top_k=args.top_k,
-                             opset=args.opset, check=not args.no_check)
-    print(f"wrote {info['path']} ({info['size_mb']} MB, opset {info['opset']}, "
-          f"decode={info['decode']}, top_k={info['top_k']}); onnx.checker: ok")
+    info = export_checkpoint(
+        args.checkpoint,
+        args.out,
+        decode=args.decode,
+        top_k=args.top_k,
+        opset=args.opset,
+        check=not args.no_check,
+    )
+    print(
+        f"wrote {info['path']} ({info['size_mb']} MB, opset {info['opset']}, "
+        f"decode={info['decode']}, top_k={info['top_k']}); onnx.checker: ok"
+    )
     parity = info["parity"]
     if parity is None:
         return 0
-    print(f"parity vs PyTorch on {parity['images']} images, {parity['detections']} detections: "
-          f"max box diff {parity['max_box_diff']:.2e} px (tol {parity['box_tol']:g}), max score "
-          f"diff {parity['max_score_diff']:.2e} (tol {parity['score_tol']:g}), labels equal: "
-          f"{parity['labels_equal']} -> {'ok' if parity['ok'] else 'FAILED'}")
+    print(
+        f"parity vs PyTorch on {parity['images']} images, {parity['detections']} detections: "
+        f"max box diff {parity['max_box_diff']:.2e} px (tol {parity['box_tol']:g}), max score "
+        f"diff {parity['max_score_diff']:.2e} (tol {parity['score_tol']:g}), labels equal: "
+        f"{parity['labels_equal']} -> {'ok' if parity['ok'] else 'FAILED'}"
+    )
     return 0 if parity["ok"] else 1

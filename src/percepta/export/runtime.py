@@ -35,8 +35,16 @@ from percepta.errors import CheckpointError, NotAvailableError, PerceptaError
 
 __all__ = ["OnnxPredictor", "compare_predictions", "read_metadata"]
 
-_REQUIRED = ("task", "decode", "class_names", "input_size", "stride", "top_k", "score_threshold",
-             "cat_spec_wh")
+_REQUIRED = (
+    "task",
+    "decode",
+    "class_names",
+    "input_size",
+    "stride",
+    "top_k",
+    "score_threshold",
+    "cat_spec_wh",
+)
 # graph input range (metadata ``input_range``) -> divisor of the model's 0-255 letterbox canvas.
 # Division (not a multiplication by 1/255) round-trips exactly through the graph's "x 255" for
 # every canvas value tried (all integers, 1e6 uniform floats), so the graph sees the PyTorch canvas.
@@ -61,8 +69,9 @@ class _Geometry:
     def preprocess(self, images: Any) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
         return self._pre(self, images)
 
-    def postprocess(self, dets: torch.Tensor, scales: torch.Tensor,
-                    sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    def postprocess(
+        self, dets: torch.Tensor, scales: torch.Tensor, sizes: Sequence[tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
         return self._post(self, dets, scales, sizes)
 
 
@@ -71,14 +80,19 @@ def read_metadata(session: Any, path: str | Path) -> dict[str, Any]:
     raw = dict(session.get_modelmeta().custom_metadata_map)
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
-        raise CheckpointError(f"{path} is not a percepta ONNX export: its metadata lacks "
-                              f"{missing}; export it with `percepta export CKPT --format onnx`")
+        raise CheckpointError(
+            f"{path} is not a percepta ONNX export: its metadata lacks "
+            f"{missing}; export it with `percepta export CKPT --format onnx`"
+        )
     try:
         meta = {
-            "task": raw["task"], "decode": raw["decode"],
+            "task": raw["task"],
+            "decode": raw["decode"],
             "class_names": [str(n) for n in json.loads(raw["class_names"])],
-            "input_size": int(raw["input_size"]), "stride": int(raw["stride"]),
-            "top_k": int(raw["top_k"]), "score_threshold": float(raw["score_threshold"]),
+            "input_size": int(raw["input_size"]),
+            "stride": int(raw["stride"]),
+            "top_k": int(raw["top_k"]),
+            "score_threshold": float(raw["score_threshold"]),
             "cat_spec_wh": bool(json.loads(raw["cat_spec_wh"])),
             "percepta_version": raw.get("percepta_version", "?"),
             "input_dtype": raw.get("input_dtype", "float32"),
@@ -88,13 +102,16 @@ def read_metadata(session: Any, path: str | Path) -> dict[str, Any]:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable percepta metadata ({e})") from None
     if meta["task"] != "detection":
-        raise CheckpointError(f"{path} holds a {meta['task']!r} model; OnnxPredictor runs "
-                              f"detection exports")
+        raise CheckpointError(
+            f"{path} holds a {meta['task']!r} model; OnnxPredictor runs detection exports"
+        )
     if meta["decode"] not in ("full", "peaks"):
         raise CheckpointError(f"{path}: unknown decode mode {meta['decode']!r} in its metadata")
     if meta["input_range"] not in _INPUT_DIVISOR:
-        raise CheckpointError(f"{path}: unknown input_range {meta['input_range']!r} in its "
-                              f"metadata (known: {sorted(_INPUT_DIVISOR)})")
+        raise CheckpointError(
+            f"{path}: unknown input_range {meta['input_range']!r} in its "
+            f"metadata (known: {sorted(_INPUT_DIVISOR)})"
+        )
     return meta
 
 
@@ -112,8 +129,13 @@ class OnnxPredictor:
         class_names, num_classes, input_size, stride, top_k, score_threshold, decode, metadata.
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None,
-                 input_size: int | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        providers: Sequence[str] | None = None,
+        input_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - a declared dependency
@@ -124,15 +146,18 @@ class OnnxPredictor:
         providers = list(providers or ["CPUExecutionProvider"])
         unknown = [p for p in providers if p not in ort.get_available_providers()]
         if unknown:
-            raise NotAvailableError(f"onnxruntime providers {unknown} are not available here "
-                                    f"(available: {ort.get_available_providers()})")
+            raise NotAvailableError(
+                f"onnxruntime providers {unknown} are not available here "
+                f"(available: {ort.get_available_providers()})"
+            )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=providers
+            )
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"cannot load ONNX model {self.path}: {first}") from None
@@ -146,11 +171,15 @@ class OnnxPredictor:
         self.cat_spec_wh: bool = m["cat_spec_wh"]
         self.input_size: int = int(input_size or m["input_size"])
         if self.input_size % 32 or self.input_size < 32:
-            raise PerceptaError(f"input_size must be a positive multiple of 32, got {self.input_size}")
+            raise PerceptaError(
+                f"input_size must be a positive multiple of 32, got {self.input_size}"
+            )
         cells = (self.input_size // self.stride) ** 2
         if self.decode == "full" and cells < self.top_k:
-            raise PerceptaError(f"input_size {self.input_size} gives {cells} output cells, fewer "
-                                f"than the graph's top_k={self.top_k}")
+            raise PerceptaError(
+                f"input_size {self.input_size} gives {cells} output cells, fewer "
+                f"than the graph's top_k={self.top_k}"
+            )
         self.num_classes = len(self.class_names)
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
@@ -159,8 +188,10 @@ class OnnxPredictor:
         self._geometry = _Geometry(self.input_size, out_stride, self.score_threshold, self.top_k)
 
     def __repr__(self) -> str:
-        return (f"OnnxPredictor({str(self.path)!r}, decode={self.decode}, "
-                f"input_size={self.input_size}, classes={len(self.class_names)})")
+        return (
+            f"OnnxPredictor({str(self.path)!r}, decode={self.decode}, "
+            f"input_size={self.input_size}, classes={len(self.class_names)})"
+        )
 
     def run_graph(self, batch: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Run the graph on an already letterboxed float batch ``[B,3,H,W]`` in the graph's
@@ -171,7 +202,9 @@ class OnnxPredictor:
         outs = self.session.run(self._outputs, {self._input: batch})
         return dict(zip(self._outputs, outs))
 
-    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def __call__(
+        self, images: torch.Tensor | Sequence[torch.Tensor]
+    ) -> list[dict[str, torch.Tensor]]:
         """RGB ``[B,3,H,W]`` or list of ``[3,H,W]`` of any sizes, ``uint8`` in 0-255 or float in
         0-1 (torchvision's convention, as the PyTorch model) -> one dict per image:
         ``boxes [K,4]``, ``scores [K]``, ``labels [K]`` (CPU tensors, original-image pixels)."""
@@ -181,18 +214,30 @@ class OnnxPredictor:
             out = {k: torch.from_numpy(v) for k, v in self.run_graph(batch).items()}
             if self.decode == "full":
                 boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
-                dets = torch.cat([boxes, scores.unsqueeze(2), labels.unsqueeze(2).to(boxes.dtype)], 2)
+                dets = torch.cat(
+                    [boxes, scores.unsqueeze(2), labels.unsqueeze(2).to(boxes.dtype)], 2
+                )
             else:
                 from percepta.detection.centernet_decode import decode
 
-                dets = decode(out["heat_peaks"], out["wh"], out["reg"], k=self.top_k,
-                              cat_spec_wh=self.cat_spec_wh)
+                dets = decode(
+                    out["heat_peaks"],
+                    out["wh"],
+                    out["reg"],
+                    k=self.top_k,
+                    cat_spec_wh=self.cat_spec_wh,
+                )
             return self._geometry.postprocess(dets, scales.cpu(), sizes)
 
 
-def compare_predictions(ref: Sequence[dict[str, torch.Tensor]], ours: Sequence[dict[str, torch.Tensor]],
-                        box_tol: float = 1e-3, score_tol: float = 1e-5,
-                        score_threshold: float | None = None, top_k: int | None = None) -> dict[str, Any]:
+def compare_predictions(
+    ref: Sequence[dict[str, torch.Tensor]],
+    ours: Sequence[dict[str, torch.Tensor]],
+    box_tol: float = 1e-3,
+    score_tol: float = 1e-5,
+    score_threshold: float | None = None,
+    top_k: int | None = None,
+) -> dict[str, Any]:
     """Pair two lists of prediction dicts and report the largest differences.
 
     Per image, detections are paired by an optimal assignment (``scipy.optimize.
@@ -219,8 +264,9 @@ def compare_predictions(ref: Sequence[dict[str, torch.Tensor]], ours: Sequence[d
         s = float(scores[j])
         if score_threshold is not None and abs(s - score_threshold) <= score_tol:
             return True
-        return (top_k is not None and len(scores) >= top_k
-                and abs(s - float(scores.min())) <= score_tol)
+        return (
+            top_k is not None and len(scores) >= top_k and abs(s - float(scores.min())) <= score_tol
+        )
 
     for r, o in zip(ref, ours):
         rb, rs, rl = (r[k].detach().cpu().double() for k in ("boxes", "scores", "labels"))
@@ -255,7 +301,15 @@ def compare_predictions(ref: Sequence[dict[str, torch.Tensor]], ours: Sequence[d
         keep_o = [j for j in range(len(os_)) if j in good_o or not is_borderline(os_, j)]
         if Counter(rl[keep_r].long().tolist()) != Counter(ol[keep_o].long().tolist()):
             labels_equal = False
-    return {"images": len(ref), "detections": detections, "max_box_diff": max_box,
-            "max_score_diff": max_score, "labels_equal": labels_equal, "borderline": borderline,
-            "unmatched": unmatched, "ok": unmatched == 0 and labels_equal,
-            "box_tol": box_tol, "score_tol": score_tol}
+    return {
+        "images": len(ref),
+        "detections": detections,
+        "max_box_diff": max_box,
+        "max_score_diff": max_score,
+        "labels_equal": labels_equal,
+        "borderline": borderline,
+        "unmatched": unmatched,
+        "ok": unmatched == 0 and labels_equal,
+        "box_tol": box_tol,
+        "score_tol": score_tol,
+    }

@@ -40,7 +40,8 @@ class LossBalanceConfig:
     enabled: bool = False
     # term-name pattern -> value the term is pinned to (centerX defaults: cls 1.5, wh 0.3, off 0.1)
     targets: dict[str, float] = field(
-        default_factory=lambda: {"heatmap": 1.5, "wh": 0.3, "offset": 0.1})
+        default_factory=lambda: {"heatmap": 1.5, "wh": 0.3, "offset": 0.1}
+    )
     default_target: float = 0.0  # for terms no pattern matches; 0 = add them unscaled
 
 
@@ -66,19 +67,26 @@ class FixedValueBalance:
 
     __name__ = "FixedValueBalance"
 
-    def __init__(self, targets: Mapping[str, float], default_target: float = 0.0,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        targets: Mapping[str, float],
+        default_target: float = 0.0,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         bad = {k: v for k, v in targets.items() if not (math.isfinite(float(v)) and float(v) > 0)}
         if bad:
             raise ValueError(f"train.loss_balance.targets must be positive numbers; got {bad}")
         self.targets = {str(k): float(v) for k, v in targets.items()}
         self.default_target = float(default_target)
         self.reduce = reduce
-        self.last_weights: dict[str, float] = {}  # alpha of each term in the last call (0 = left out)
+        self.last_weights: dict[
+            str, float
+        ] = {}  # alpha of each term in the last call (0 = left out)
 
     @classmethod
-    def from_config(cls, cfg: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
-                    ) -> FixedValueBalance:
+    def from_config(
+        cls, cfg: Any, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> FixedValueBalance:
         return cls(dict(cfg.targets), float(cfg.default_target), reduce=reduce)
 
     def _values(self, terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -91,8 +99,9 @@ class FixedValueBalance:
     def __call__(self, loss_dict: Mapping[str, Any], trainer: Any = None) -> torch.Tensor:
         terms = {k: v for k, v in loss_dict.items() if str(k).startswith("loss")}
         if not terms:
-            raise ValueError("fixed-value balancing needs at least one 'loss*' term; got "
-                             f"{sorted(loss_dict)}")
+            raise ValueError(
+                f"fixed-value balancing needs at least one 'loss*' term; got {sorted(loss_dict)}"
+            )
         total: torch.Tensor | None = None
         nonfinite = False
         weights: dict[str, float] = {}

@@ -83,21 +83,25 @@ def peak_weight_map(teacher_heat: torch.Tensor, kernel: int = 3) -> torch.Tensor
 def kd_heatmap_loss(student_heat: torch.Tensor, teacher_heat: torch.Tensor) -> torch.Tensor:
     """Mean squared error between student and teacher probabilities (same shape)."""
     if student_heat.shape != teacher_heat.shape:
-        raise ValueError(f"student heat {tuple(student_heat.shape)} and teacher heat "
-                         f"{tuple(teacher_heat.shape)} differ")
+        raise ValueError(
+            f"student heat {tuple(student_heat.shape)} and teacher heat "
+            f"{tuple(teacher_heat.shape)} differ"
+        )
     return F.mse_loss(student_heat.float(), teacher_heat.float(), reduction="mean")
 
 
-def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor,
-                       norm_wh: bool = False) -> torch.Tensor:
+def kd_regression_loss(
+    student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, norm_wh: bool = False
+) -> torch.Tensor:
     """Peak-weighted L1 between student and teacher ``[B,2,H,W]`` maps (size or offset).
 
     ``sum |s*m/n - t*m/n| / (sum m + 1e-4)``; ``m = weights`` ``[B,1,H,W]``; with ``norm_wh``,
     ``n = (t_w + t_h)/2 + 1e-4`` (the teacher's mean side at that pixel), else ``n = 1``.
     """
     if student.shape != teacher.shape:
-        raise ValueError(f"student map {tuple(student.shape)} and teacher map "
-                         f"{tuple(teacher.shape)} differ")
+        raise ValueError(
+            f"student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ"
+        )
     s, t, m = student.float(), teacher.float(), weights.float()
     if norm_wh:
         n = t.mean(dim=1, keepdim=True) + 1e-4

@@ -49,9 +49,14 @@ __all__ = [
 ]
 
 
-def penalty_reduced_focal_loss(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0,
-                               beta: float = 4.0, eps: float = 1e-4,
-                               ignore: torch.Tensor | None = None) -> torch.Tensor:
+def penalty_reduced_focal_loss(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    eps: float = 1e-4,
+    ignore: torch.Tensor | None = None,
+) -> torch.Tensor:
     """CenterNet / CornerNet heat-map focal loss.
 
     Args:
@@ -89,8 +94,13 @@ def gather_slots(feat: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
     return feat.gather(1, ind.long().unsqueeze(2).expand(-1, -1, c))
 
 
-def reg_l1_loss(output: torch.Tensor, mask: torch.Tensor, ind: torch.Tensor, target: torch.Tensor,
-                norm_wh: bool = False) -> torch.Tensor:
+def reg_l1_loss(
+    output: torch.Tensor,
+    mask: torch.Tensor,
+    ind: torch.Tensor,
+    target: torch.Tensor,
+    norm_wh: bool = False,
+) -> torch.Tensor:
     """CenterNet ``RegL1Loss``: L1 at the object slots, normalised by ``2 * n_objects + 1e-4``.
 
     Args:
@@ -128,8 +138,9 @@ class CenterNetFocalLoss(nn.Module):
         super().__init__()
         self.alpha, self.beta, self.eps = alpha, beta, eps
 
-    def forward(self, pred: torch.Tensor, gt: torch.Tensor,
-                ignore: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return penalty_reduced_focal_loss(pred, gt, self.alpha, self.beta, self.eps, ignore)
 
 

@@ -72,8 +72,16 @@ __all__ = [
 ]
 
 FIT_CHOICES = (None, "logistic4", "logistic5", "raw")
-METRIC_KEYS = ("srocc", "krocc", "plcc", "rmse", "plcc_logistic4", "rmse_logistic4",
-               "plcc_logistic5", "rmse_logistic5")
+METRIC_KEYS = (
+    "srocc",
+    "krocc",
+    "plcc",
+    "rmse",
+    "plcc_logistic4",
+    "rmse_logistic4",
+    "plcc_logistic5",
+    "rmse_logistic5",
+)
 
 
 class QualityMetricWarning(UserWarning):
@@ -84,8 +92,10 @@ def _fits_for(fit: str | None) -> tuple[str, ...]:
     if fit not in FIT_CHOICES:
         from percepta.config import ConfigError
 
-        raise ConfigError(f"evaluator 'quality': fit must be one of null (both fits), 'logistic4', "
-                          f"'logistic5' or 'raw', got {fit!r}")
+        raise ConfigError(
+            f"evaluator 'quality': fit must be one of null (both fits), 'logistic4', "
+            f"'logistic5' or 'raw', got {fit!r}"
+        )
     if fit is None:
         return FIT_KINDS
     return () if fit == "raw" else (fit,)
@@ -100,17 +110,28 @@ def correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     n = x.size
-    out = {"srocc": math.nan, "krocc": math.nan, "plcc": math.nan,
-           "rmse": math.sqrt(float(np.mean((x - y) ** 2))) if n else math.nan}
+    out = {
+        "srocc": math.nan,
+        "krocc": math.nan,
+        "plcc": math.nan,
+        "rmse": math.sqrt(float(np.mean((x - y) ** 2))) if n else math.nan,
+    }
     if n < 2:
-        warnings.warn(f"correlations need at least 2 images, got {n}: SROCC/KROCC/PLCC (and "
-                      "any logistic fit) are NaN",
-                      QualityMetricWarning, stacklevel=3)
+        warnings.warn(
+            f"correlations need at least 2 images, got {n}: SROCC/KROCC/PLCC (and "
+            "any logistic fit) are NaN",
+            QualityMetricWarning,
+            stacklevel=3,
+        )
         return out
     const = [name for name, v in (("predictions", x), ("targets", y)) if np.all(v == v[0])]
     if const:
-        warnings.warn(f"constant {' and '.join(const)} over {n} images: SROCC/KROCC/PLCC (and "
-                      "any logistic fit) are undefined (NaN)", QualityMetricWarning, stacklevel=3)
+        warnings.warn(
+            f"constant {' and '.join(const)} over {n} images: SROCC/KROCC/PLCC (and "
+            "any logistic fit) are undefined (NaN)",
+            QualityMetricWarning,
+            stacklevel=3,
+        )
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
@@ -149,7 +170,9 @@ def quality_metrics(
     for what, v in (("prediction", x), ("target", y)):
         bad = np.flatnonzero(~np.isfinite(v))
         if bad.size:
-            raise DataError(f"non-finite {what} score at position(s) {', '.join(map(str, bad[:10]))}")
+            raise DataError(
+                f"non-finite {what} score at position(s) {', '.join(map(str, bad[:10]))}"
+            )
     result: dict[str, Any] = {"n": int(x.size)}
     raw = correlations(x, y)
     sign = 1.0 if higher_is_better else -1.0
@@ -164,13 +187,20 @@ def quality_metrics(
         elif res.n_starts and res.n_failed == res.n_starts:
             failed = True
             plcc, rmse = result["plcc"], result["rmse"]
-            warnings.warn(f"{kind} fit: {res.message}; reporting the raw PLCC/RMSE instead "
-                          f"({kind}_failed=True)", QualityMetricWarning, stacklevel=2)
+            warnings.warn(
+                f"{kind} fit: {res.message}; reporting the raw PLCC/RMSE instead "
+                f"({kind}_failed=True)",
+                QualityMetricWarning,
+                stacklevel=2,
+            )
         else:
             plcc = rmse = math.nan
             if not math.isnan(raw["plcc"]):  # otherwise correlations() has already warned
-                warnings.warn(f"{kind} fit not possible: {res.message}; its PLCC/RMSE are NaN",
-                              QualityMetricWarning, stacklevel=2)
+                warnings.warn(
+                    f"{kind} fit not possible: {res.message}; its PLCC/RMSE are NaN",
+                    QualityMetricWarning,
+                    stacklevel=2,
+                )
         result[f"plcc_{kind}"] = plcc
         result[f"rmse_{kind}"] = rmse
         result[f"{kind}_params"] = list(res.params)
@@ -192,7 +222,9 @@ def _to_float64(value: Any, what: str) -> torch.Tensor:
             return value.detach().to("cpu", torch.float64).reshape(-1)
         return torch.from_numpy(np.asarray(value, dtype=np.float64).reshape(-1).copy())
     except (TypeError, ValueError, RuntimeError) as e:
-        raise DataError(f"{what}: expected numbers, a tensor or dicts with key 'score' ({e})") from None
+        raise DataError(
+            f"{what}: expected numbers, a tensor or dicts with key 'score' ({e})"
+        ) from None
 
 
 def _scores(batch: Any, what: str) -> torch.Tensor:
@@ -207,7 +239,9 @@ def _scores(batch: Any, what: str) -> torch.Tensor:
         parts = []
         for i, item in enumerate(batch):
             if "score" not in item:
-                raise DataError(f"{what} {i}: dict has no key 'score' (keys: {', '.join(map(str, item))})")
+                raise DataError(
+                    f"{what} {i}: dict has no key 'score' (keys: {', '.join(map(str, item))})"
+                )
             parts.append(_to_float64(item["score"], f"{what} {i}"))
         t = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
     else:
@@ -250,7 +284,9 @@ class QualityEvaluator(Evaluator):
     full_state_update = False
     primary_metric = "srocc"
 
-    def __init__(self, fit: str | None = None, higher_is_better: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, fit: str | None = None, higher_is_better: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.fit = fit
         self.fit_kinds = _fits_for(fit)
@@ -263,7 +299,9 @@ class QualityEvaluator(Evaluator):
         p = _scores(preds, "predictions")
         t = _scores(targets, "targets")
         if p.numel() != t.numel():
-            raise DataError(f"update: {p.numel()} predictions but {t.numel()} targets in this batch")
+            raise DataError(
+                f"update: {p.numel()} predictions but {t.numel()} targets in this batch"
+            )
         self.preds.append(p)
         self.mos.append(t)
 
@@ -286,10 +324,14 @@ class QualityEvaluatorOptions:
     higher_is_better: bool = True  # false when the targets are DMOS (lower = better)
 
 
-@EVALUATORS.register("quality", options=QualityEvaluatorOptions,
-                     help="SROCC, KROCC, PLCC, RMSE (raw and after 4/5-parameter logistic fits)")
-def build_quality_evaluator(options: QualityEvaluatorOptions | None,
-                            dataset: Any = None) -> QualityEvaluator:
+@EVALUATORS.register(
+    "quality",
+    options=QualityEvaluatorOptions,
+    help="SROCC, KROCC, PLCC, RMSE (raw and after 4/5-parameter logistic fits)",
+)
+def build_quality_evaluator(
+    options: QualityEvaluatorOptions | None, dataset: Any = None
+) -> QualityEvaluator:
     """Build a :class:`QualityEvaluator` from its options (``None``: the defaults).
 
     ``dataset`` is accepted for the shared builder signature and not read: quality targets
@@ -311,8 +353,10 @@ def format_table(result: Mapping[str, Any], higher_is_better: bool = True) -> st
     kinds = [k for k in FIT_KINDS if f"plcc_{k}" in result]
     heads = ["raw"] + [{"logistic4": "logistic4", "logistic5": "logistic5"}[k] for k in kinds]
     direction = "higher" if higher_is_better else "lower (DMOS)"
-    lines = [f"image quality: {result['n']} images; targets: {direction} is better",
-             f"{'metric':<8}" + "".join(f"{h:>12}" for h in heads)]
+    lines = [
+        f"image quality: {result['n']} images; targets: {direction} is better",
+        f"{'metric':<8}" + "".join(f"{h:>12}" for h in heads),
+    ]
     for key, label in (("srocc", "SROCC"), ("krocc", "KROCC"), ("plcc", "PLCC"), ("rmse", "RMSE")):
         row = [_fmt(result[key])]
         for k in kinds:
@@ -357,19 +401,32 @@ def cli_score(args: argparse.Namespace) -> int:
     if getattr(args, "plot", None):
         from percepta.viz.scatter import scatter_with_fit
 
-        curves = {f"{k[-1]}-parameter logistic": curve(k, result[f"{k}_params"])
-                  for k in FIT_KINDS if result[f"{k}_params"] and not result[f"{k}_failed"]}
+        curves = {
+            f"{k[-1]}-parameter logistic": curve(k, result[f"{k}_params"])
+            for k in FIT_KINDS
+            if result[f"{k}_params"] and not result[f"{k}_failed"]
+        }
         try:
-            scatter_with_fit(x, y, args.plot, curves,
-                             title="predicted quality vs. human scores",
-                             ylabel="MOS" if higher else "DMOS",
-                             text=f"SROCC {_fmt(result['srocc'])}   "
-                                  f"PLCC(l4) {_fmt(result['plcc_logistic4'])}")
+            scatter_with_fit(
+                x,
+                y,
+                args.plot,
+                curves,
+                title="predicted quality vs. human scores",
+                ylabel="MOS" if higher else "DMOS",
+                text=f"SROCC {_fmt(result['srocc'])}   PLCC(l4) {_fmt(result['plcc_logistic4'])}",
+            )
         except OSError as e:
             raise PerceptaError(f"cannot write plot {args.plot}: {e.strerror or e}") from None
     if getattr(args, "json", False):
-        keys = ["n", *METRIC_KEYS, "logistic4_params", "logistic5_params",
-                "logistic4_failed", "logistic5_failed"]
+        keys = [
+            "n",
+            *METRIC_KEYS,
+            "logistic4_params",
+            "logistic5_params",
+            "logistic4_failed",
+            "logistic5_failed",
+        ]
         print(json.dumps({k: to_jsonable(result[k]) for k in keys}))
     else:
         print(format_table(result, higher_is_better=higher))

@@ -193,7 +193,16 @@ class _Projection:
         nrm2 = float(sp @ sp)
         ok = nrm2 > 1e-24 * self.n  # a logistic that is flat (or linear) over the data is dropped
         a = float(sp @ self.ys) / nrm2 if ok else 0.0
-        self._key, self.c, self.k, self.s, self.sp, self.nrm2, self.ok, self.a = key, c, k, s, sp, nrm2, ok, a
+        self._key, self.c, self.k, self.s, self.sp, self.nrm2, self.ok, self.a = (
+            key,
+            c,
+            k,
+            s,
+            sp,
+            nrm2,
+            ok,
+            a,
+        )
         self.res = self.gamma * self.xs + a * sp - self.ys
 
     def residual(self, theta: np.ndarray) -> np.ndarray:
@@ -231,8 +240,9 @@ def _raw5(p: list[float], mx: float, sx: float, my: float, sy: float) -> list[fl
     return [p[0] / sy, p[1] * sx, (p[2] - mx) / sx, p[3] * sx / sy, (p[3] * mx + p[4] - my) / sy]
 
 
-def _starts(kind: str, xs: np.ndarray, ys: np.ndarray,
-            mx: float, sx: float, my: float, sy: float) -> list[tuple[str, np.ndarray]]:
+def _starts(
+    kind: str, xs: np.ndarray, ys: np.ndarray, mx: float, sx: float, my: float, sy: float
+) -> list[tuple[str, np.ndarray]]:
     """The standard starting points, in standardised units (x and y: mean 0, std 1).
 
     A raw slope scale ``b4`` becomes ``b4 / sx``; so pyiqa's ``b4 = std x / 4`` is ``0.25`` and
@@ -271,14 +281,18 @@ def _projected_start(kind: str, p0: np.ndarray) -> np.ndarray:
     return np.array([p0[2], math.log(k if k > 0 else 0.1)])
 
 
-def _to_original(kind: str, p: np.ndarray, mx: float, sx: float, my: float, sy: float) -> list[float]:
+def _to_original(
+    kind: str, p: np.ndarray, mx: float, sx: float, my: float, sy: float
+) -> list[float]:
     """Standardised ``b1..`` -> original units."""
     if kind == "logistic4":
         return [my + sy * p[0], my + sy * p[1], mx + sx * p[2], sx * p[3]]
     return [sy * p[0], p[1] / sx, mx + sx * p[2], sy * p[3] / sx, my + sy * (p[4] - p[3] * mx / sx)]
 
 
-def _run(fun: Callable, jac: Callable, x0: np.ndarray, max_nfev: int) -> tuple[float, np.ndarray, int]:
+def _run(
+    fun: Callable, jac: Callable, x0: np.ndarray, max_nfev: int
+) -> tuple[float, np.ndarray, int]:
     """One Levenberg-Marquardt search (MINPACK ``lmder`` through ``scipy.optimize.leastsq``, the
     engine of ``curve_fit``, which has less per-call overhead than ``least_squares``).
 
@@ -287,8 +301,9 @@ def _run(fun: Callable, jac: Callable, x0: np.ndarray, max_nfev: int) -> tuple[f
     """
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p, _, info, msg, ier = leastsq(fun, x0, Dfun=jac, full_output=True, maxfev=max_nfev,
-                                       ftol=TOL, xtol=TOL, gtol=TOL)
+        p, _, info, msg, ier = leastsq(
+            fun, x0, Dfun=jac, full_output=True, maxfev=max_nfev, ftol=TOL, xtol=TOL, gtol=TOL
+        )
     if ier not in range(1, 9):  # 1-4 converged, 5 budget used up, 6-8 "tolerance too small":
         raise RuntimeError(msg)  # no further reduction possible at machine precision (converged)
     sse = float(np.sum(info["fvec"] ** 2))
@@ -344,8 +359,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, kind: FitKind = "logistic4") -> F
             n_runs += 1
             try:
                 if search == "projected":
-                    _, theta, _ = _run(proj.residual, proj.jac, _projected_start(kind, p0),
-                                       PROJECTED_MAX_NFEV)
+                    _, theta, _ = _run(
+                        proj.residual, proj.jac, _projected_start(kind, p0), PROJECTED_MAX_NFEV
+                    )
                     p = proj.params(theta)
                     sse, status = float(np.sum(full_res(p) ** 2)), None
                 else:
@@ -357,8 +373,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, kind: FitKind = "logistic4") -> F
                 continue
             found.append((sse, f"{name}/{search}", p, status))
     if not found:
-        return FitResult(kind, False, n_starts=n_runs, n_failed=n_failed,
-                         message=f"all {n_runs} local searches from the standard starts failed")
+        return FitResult(
+            kind,
+            False,
+            n_starts=n_runs,
+            n_failed=n_failed,
+            message=f"all {n_runs} local searches from the standard starts failed",
+        )
     sse, name, p, status = min(found, key=lambda t: t[0])
     if status == 1:  # the best one is a plain fit that ran out of its budget: let it finish
         try:
@@ -371,12 +392,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, kind: FitKind = "logistic4") -> F
     with np.errstate(all="ignore"):
         fitted = curve(kind, params)(x)
     resid = fitted - y
-    sse = float(np.sum(resid ** 2))
+    sse = float(np.sum(resid**2))
     if not math.isfinite(sse):
-        return FitResult(kind, False, n_starts=n_runs, n_failed=n_failed,
-                         message="the best fit does not evaluate to finite values")
+        return FitResult(
+            kind,
+            False,
+            n_starts=n_runs,
+            n_failed=n_failed,
+            message="the best fit does not evaluate to finite values",
+        )
     plcc = math.nan
     if np.std(fitted) > 0:
         plcc = float(pearsonr(fitted, y).statistic)
-    return FitResult(kind, True, params=params, sse=sse, plcc=plcc, rmse=math.sqrt(sse / n),
-                     start=name, n_starts=n_runs, n_failed=n_failed)
+    return FitResult(
+        kind,
+        True,
+        params=params,
+        sse=sse,
+        plcc=plcc,
+        rmse=math.sqrt(sse / n),
+        start=name,
+        n_starts=n_runs,
+        n_failed=n_failed,
+    )

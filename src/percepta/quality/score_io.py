@@ -80,7 +80,9 @@ def _number(raw: Any, path: str, where: str, column: str) -> float:
 
 def _add(out: ScoreFile, image: str, value: float, where: str, seen: dict[str, str]) -> None:
     if image in out.scores:
-        raise DataError(f"{out.path}: {where}: duplicate image id {image!r} (first at {seen[image]})")
+        raise DataError(
+            f"{out.path}: {where}: duplicate image id {image!r} (first at {seen[image]})"
+        )
     out.scores[image] = value
     seen[image] = where
 
@@ -116,13 +118,16 @@ def _read_csv(path: str, text: str, kind: Kind, delimiter: str) -> ScoreFile:
                     raise DataError(
                         f"{path}: line {line_no}: header has no column {' or '.join(map(repr, missing))}"
                         f" (found: {', '.join(header) or 'nothing'}); {_WHAT[kind]} CSV files need "
-                        f"the columns image,{col}")
+                        f"the columns image,{col}"
+                    )
                 i_img, i_val = header.index("image"), header.index(col)
                 i_std = header.index("mos_std") if kind == "mos" and "mos_std" in header else None
                 continue
             where = f"line {line_no}"
             if len(row) < len(header):
-                raise DataError(f"{path}: {where}: has {len(row)} fields, the header has {len(header)}")
+                raise DataError(
+                    f"{path}: {where}: has {len(row)} fields, the header has {len(header)}"
+                )
             image = row[i_img].strip()
             if not image:
                 raise DataError(f"{path}: {where}: empty 'image' id")
@@ -144,28 +149,44 @@ def _read_json(path: str, text: str, kind: Kind) -> ScoreFile:
     col = _VALUE_COLUMN[kind]
     if isinstance(data, dict):
         for image, raw in data.items():
-            _add(out, str(image), _number(raw, path, f"image {image!r}", "value"), f"key {image!r}", seen)
+            _add(
+                out,
+                str(image),
+                _number(raw, path, f"image {image!r}", "value"),
+                f"key {image!r}",
+                seen,
+            )
     elif isinstance(data, list):
         keys = ("mos", "score") if kind == "mos" else ("score",)
         for i, rec in enumerate(data):
             where = f"record {i}"
             if not isinstance(rec, dict):
-                raise DataError(f"{path}: {where}: expected an object with keys 'image' and {col!r}, "
-                                f"got {type(rec).__name__}")
+                raise DataError(
+                    f"{path}: {where}: expected an object with keys 'image' and {col!r}, "
+                    f"got {type(rec).__name__}"
+                )
             if "image" not in rec:
-                raise DataError(f"{path}: {where}: missing key 'image' (keys: {', '.join(rec) or 'none'})")
+                raise DataError(
+                    f"{path}: {where}: missing key 'image' (keys: {', '.join(rec) or 'none'})"
+                )
             key = next((k for k in keys if k in rec), None)
             image = str(rec["image"])
             if key is None:
-                raise DataError(f"{path}: {where} (image {image!r}): missing key {col!r} "
-                                f"(keys: {', '.join(rec)})")
+                raise DataError(
+                    f"{path}: {where} (image {image!r}): missing key {col!r} "
+                    f"(keys: {', '.join(rec)})"
+                )
             value = _number(rec[key], path, f"{where} (image {image!r})", key)
             _add(out, image, value, where, seen)
             if kind == "mos" and "mos_std" in rec and rec["mos_std"] is not None:
-                out.std[image] = _number(rec["mos_std"], path, f"{where} (image {image!r})", "mos_std")
+                out.std[image] = _number(
+                    rec["mos_std"], path, f"{where} (image {image!r})", "mos_std"
+                )
     else:
-        raise DataError(f"{path}: expected a JSON object {{image: {col}}} or a list of records, "
-                        f"got {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a JSON object {{image: {col}}} or a list of records, "
+            f"got {type(data).__name__}"
+        )
     return out
 
 
@@ -188,7 +209,9 @@ def read_scores(path: str | os.PathLike, kind: Kind) -> ScoreFile:
     path = os.fspath(path)
     text = _read_text(path)
     suffix = Path(path).suffix.lower()
-    if suffix == ".json" or (suffix not in (".csv", ".tsv", ".txt") and text.lstrip()[:1] in ("{", "[")):
+    if suffix == ".json" or (
+        suffix not in (".csv", ".tsv", ".txt") and text.lstrip()[:1] in ("{", "[")
+    ):
         out = _read_json(path, text, kind)
     else:
         out = _read_csv(path, text, kind, "\t" if suffix == ".tsv" else ",")

@@ -100,7 +100,6 @@ __all__ = [
 SKIP_REASONS = ("no_gt_relations", "no_prediction", "no_predicted_pairs")
 
 
-
 def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
@@ -224,7 +223,9 @@ class MeanRecall(RelationMetric):
         count = np.bincount(p, minlength=npr + 1)[1:]
         hits = self.hits(getattr(match, self.ranking))
         kk, ii = np.nonzero(hits)
-        hit_count = np.bincount(kk * (npr + 1) + p[ii], minlength=nk * (npr + 1)).reshape(nk, npr + 1)
+        hit_count = np.bincount(kk * (npr + 1) + p[ii], minlength=nk * (npr + 1)).reshape(
+            nk, npr + 1
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             recall = np.where(count > 0, hit_count[:, 1:] / count, 0.0)
         return None, np.concatenate([recall.ravel(), (count > 0).astype(np.float64), count])
@@ -232,13 +233,16 @@ class MeanRecall(RelationMetric):
     def compute(self, rows: np.ndarray, sums: np.ndarray, image_ids: np.ndarray) -> dict[str, Any]:
         npr, nk = self.num_predicates, len(self.ks)
         recall_sum = sums[: nk * npr].reshape(nk, npr)
-        n_images = sums[nk * npr: (nk + 1) * npr]
+        n_images = sums[nk * npr : (nk + 1) * npr]
         with np.errstate(invalid="ignore", divide="ignore"):
             per_pred = np.where(n_images > 0, recall_sum / n_images, 0.0)
-        out: dict[str, Any] = {f"{self.name}@{k}": float(per_pred[i].sum() / npr)
-                               for i, k in enumerate(self.ks)}
-        out["per_predicate"] = {self.name: {int(k): per_pred[i].tolist() for i, k in enumerate(self.ks)}}
-        out["predicate_counts"] = [int(c) for c in sums[(nk + 1) * npr:]]
+        out: dict[str, Any] = {
+            f"{self.name}@{k}": float(per_pred[i].sum() / npr) for i, k in enumerate(self.ks)
+        }
+        out["per_predicate"] = {
+            self.name: {int(k): per_pred[i].tolist() for i, k in enumerate(self.ks)}
+        }
+        out["predicate_counts"] = [int(c) for c in sums[(nk + 1) * npr :]]
         return out
 
 
@@ -263,14 +267,20 @@ class PairAccuracy(RelationMetric):
 
     def image_values(self, match: ImageMatch) -> tuple[np.ndarray, None]:
         assert match.first_hit_pair is not None
-        return np.append(self.hits(match.first_hit_pair).sum(1), match.num_gt).astype(np.float64), None
+        return np.append(self.hits(match.first_hit_pair).sum(1), match.num_gt).astype(
+            np.float64
+        ), None
 
     def compute(self, rows: np.ndarray, sums: np.ndarray, image_ids: np.ndarray) -> dict[str, Any]:
         count = rows[:, -1]
-        out: dict[str, Any] = {f"A@{k}": _mean(rows[:, i]) / _mean(count) if len(rows) else float("nan")
-                               for i, k in enumerate(self.ks)}
-        out["per_image"] = {"A_hit": {int(k): rows[:, i].copy() for i, k in enumerate(self.ks)},
-                            "A_count": {int(k): count.copy() for k in self.ks}}
+        out: dict[str, Any] = {
+            f"A@{k}": _mean(rows[:, i]) / _mean(count) if len(rows) else float("nan")
+            for i, k in enumerate(self.ks)
+        }
+        out["per_image"] = {
+            "A_hit": {int(k): rows[:, i].copy() for i, k in enumerate(self.ks)},
+            "A_count": {int(k): count.copy() for k in self.ks},
+        }
         return out
 
 
@@ -305,11 +315,19 @@ class SceneGraphEvaluator(Evaluator):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, mode: str = "predcls", k: Sequence[int] = (20, 50, 100), num_predicates: int = 50,
-                 predicate_names: Sequence[str] | None = None, zero_shot_triplets: Any = None,
-                 iou_threshold: float = 0.5, box_convention: str = "vg",
-                 metrics: Sequence[str] | None = None, primary_metric: str = "R@100",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        mode: str = "predcls",
+        k: Sequence[int] = (20, 50, 100),
+        num_predicates: int = 50,
+        predicate_names: Sequence[str] | None = None,
+        zero_shot_triplets: Any = None,
+        iou_threshold: float = 0.5,
+        box_convention: str = "vg",
+        metrics: Sequence[str] | None = None,
+        primary_metric: str = "R@100",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -317,39 +335,62 @@ class SceneGraphEvaluator(Evaluator):
             raise ValueError(f"box_convention must be 'vg' or 'xyxy', got {box_convention!r}")
         ks = tuple(int(x) for x in k)
         if not ks or min(ks) < 1 or int(num_predicates) < 1:
-            raise ValueError(f"k must be positive integers and num_predicates >= 1 (got {k}, {num_predicates})")
+            raise ValueError(
+                f"k must be positive integers and num_predicates >= 1 (got {k}, {num_predicates})"
+            )
         self.mode, self.ks, self.num_predicates = mode, ks, int(num_predicates)
         self.iou_threshold, self.box_convention = float(iou_threshold), box_convention
-        names = list(predicate_names) if predicate_names else [f"predicate_{i}" for i in range(1, num_predicates + 1)]
+        names = (
+            list(predicate_names)
+            if predicate_names
+            else [f"predicate_{i}" for i in range(1, num_predicates + 1)]
+        )
         if len(names) == self.num_predicates + 1:
             names = names[1:]
         if len(names) != self.num_predicates:
-            raise ValueError(f"predicate_names has {len(names)} names, expected {self.num_predicates}")
+            raise ValueError(
+                f"predicate_names has {len(names)} names, expected {self.num_predicates}"
+            )
         self.predicate_names = names
         zs = load_zero_shot_triplets(zero_shot_triplets)
         self.zero_shot = ZeroShotSet(zs) if zs is not None else None
         wanted = list(metrics) if metrics is not None else list(RELATION_METRICS)
         unknown = [m for m in wanted if m not in RELATION_METRICS]
         if unknown:
-            raise ValueError(f"unknown relation metrics {unknown}; known: {sorted(RELATION_METRICS)}")
-        self.metrics = [RELATION_METRICS[m](ks, self.num_predicates) for m in wanted
-                        if mode in RELATION_METRICS[m].modes]
+            raise ValueError(
+                f"unknown relation metrics {unknown}; known: {sorted(RELATION_METRICS)}"
+            )
+        self.metrics = [
+            RELATION_METRICS[m](ks, self.num_predicates)
+            for m in wanted
+            if mode in RELATION_METRICS[m].modes
+        ]
         keys = [key for m in self.metrics for key in m.result_keys()]
         if primary_metric not in keys:
-            raise ValueError(f"primary_metric {primary_metric!r} is not computed in mode {mode!r} "
-                             f"with k={list(ks)}; choose one of {', '.join(keys)}")
+            raise ValueError(
+                f"primary_metric {primary_metric!r} is not computed in mode {mode!r} "
+                f"with k={list(ks)}; choose one of {', '.join(keys)}"
+            )
         self.primary_metric = primary_metric  # type: ignore[misc]  # per instance: an option
         self._row_width = 2 + sum(m.row_size for m in self.metrics)
         self.add_state("image_rows", default=[], dist_reduce_fx="cat")
-        self.add_state("sums", default=torch.zeros(sum(m.sum_size for m in self.metrics),
-                                                   dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("counts", default=torch.zeros(len(SKIP_REASONS) + 1, dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "sums",
+            default=torch.zeros(sum(m.sum_size for m in self.metrics), dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
+        self.add_state(
+            "counts",
+            default=torch.zeros(len(SKIP_REASONS) + 1, dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
         self.set_dtype(torch.float64)  # an empty list state is synced as a float64 tensor too
         self._seen: set[int] = set()
 
     # -- accumulation ---------------------------------------------------------------------------
-    def update(self, preds: Any = None, targets: Any = None, *, images: Sequence[ImageData] | None = None) -> None:
+    def update(
+        self, preds: Any = None, targets: Any = None, *, images: Sequence[ImageData] | None = None
+    ) -> None:
         """Match a batch of images and keep only their small per-image results.
 
         ``images``: already validated :class:`ImageData` records (the file reader uses this).
@@ -359,8 +400,10 @@ class SceneGraphEvaluator(Evaluator):
                 preds, targets = [preds], [targets]
             if targets is None or preds is None or len(preds) != len(targets):
                 raise DataError("update(preds, targets) needs two lists of the same length")
-            images = [image_from_dicts(p, t, mode=self.mode, num_predicates=self.num_predicates)
-                      for p, t in zip(preds, targets)]
+            images = [
+                image_from_dicts(p, t, mode=self.mode, num_predicates=self.num_predicates)
+                for p, t in zip(preds, targets)
+            ]
         try:
             ids = [int(img.image_id) for img in images]
         except (TypeError, ValueError):
@@ -376,8 +419,14 @@ class SceneGraphEvaluator(Evaluator):
         max_k = max(self.ks)
         for iid, img in zip(ids, images):
             counts[0] += 1
-            res = match_image(img, mode=self.mode, max_k=max_k, iou_threshold=self.iou_threshold,
-                              plus_one=self.box_convention == "vg", zero_shot=self.zero_shot)
+            res = match_image(
+                img,
+                mode=self.mode,
+                max_k=max_k,
+                iou_threshold=self.iou_threshold,
+                plus_one=self.box_convention == "vg",
+                zero_shot=self.zero_shot,
+            )
             if isinstance(res, str):
                 counts[1 + SKIP_REASONS.index(res)] += 1
                 continue
@@ -387,12 +436,14 @@ class SceneGraphEvaluator(Evaluator):
                 if row is not None:
                     parts.append(row)
                 if s is not None:
-                    sums[offset: offset + m.sum_size] += s
+                    sums[offset : offset + m.sum_size] += s
                 offset += m.sum_size
             rows.append(np.concatenate(parts))
         flat = np.concatenate(rows) if rows else np.zeros(0)
         self.image_rows.append(torch.from_numpy(flat).to(self.device))
-        while len(self.image_rows) > 1 and self.image_rows[-1].numel() >= self.image_rows[-2].numel():
+        while (
+            len(self.image_rows) > 1 and self.image_rows[-1].numel() >= self.image_rows[-2].numel()
+        ):
             last = self.image_rows.pop()  # binary-counter merging keeps the list O(log N) long
             self.image_rows[-1] = torch.cat([self.image_rows[-1], last])
         self.sums.add_(torch.from_numpy(sums).to(self.sums.device))
@@ -411,36 +462,50 @@ class SceneGraphEvaluator(Evaluator):
     def compute(self) -> dict[str, Any]:
         """All metrics (see the module docstring for the keys)."""
         state = self.image_rows
-        flat = torch.cat([t.reshape(-1) for t in state]) if isinstance(state, list) and state else (
-            state.reshape(-1) if isinstance(state, torch.Tensor) else torch.zeros(0, dtype=torch.float64))
+        flat = (
+            torch.cat([t.reshape(-1) for t in state])
+            if isinstance(state, list) and state
+            else (
+                state.reshape(-1)
+                if isinstance(state, torch.Tensor)
+                else torch.zeros(0, dtype=torch.float64)
+            )
+        )
         rows = flat.cpu().numpy().reshape(-1, self._row_width)
         sums = self.sums.cpu().numpy()
         counts = self.counts.cpu().numpy()
         ids = rows[:, 0].astype(np.int64)
         if len(np.unique(ids)) != len(ids):
-            warnings.warn("some images were evaluated more than once (several processes? a padding "
-                          "DistributedSampler?); they are counted each time", stacklevel=2)
+            warnings.warn(
+                "some images were evaluated more than once (several processes? a padding "
+                "DistributedSampler?); they are counted each time",
+                stacklevel=2,
+            )
         result: dict[str, Any] = {}
         per_image: dict[str, Any] = {"evaluated_image_ids": ids}
         per_predicate: dict[str, Any] = {}
         col, off = 2, 0
         for m in self.metrics:
-            out = m.compute(rows[:, col: col + m.row_size], sums[off: off + m.sum_size], ids)
+            out = m.compute(rows[:, col : col + m.row_size], sums[off : off + m.sum_size], ids)
             col, off = col + m.row_size, off + m.sum_size
             per_image.update(out.pop("per_image", {}))
             per_predicate.update(out.pop("per_predicate", {}))
             result.update(out)
         result["per_predicate"] = per_predicate
         result["per_image"] = per_image
-        result["images"] = {"seen": int(counts[0]), "evaluated": len(ids),
-                            **{f"skipped_{r}": int(c) for r, c in zip(SKIP_REASONS, counts[1:])}}
+        result["images"] = {
+            "seen": int(counts[0]),
+            "evaluated": len(ids),
+            **{f"skipped_{r}": int(c) for r, c in zip(SKIP_REASONS, counts[1:])},
+        }
         return result
 
     def format_table(self, metrics: Mapping[str, Any]) -> str:
         """The official-style printed table of a ``compute()`` result (plus a line counting
         skipped images)."""
-        return official_table(metrics, mode=self.mode, ks=self.ks,
-                              predicate_names=self.predicate_names)
+        return official_table(
+            metrics, mode=self.mode, ks=self.ks, predicate_names=self.predicate_names
+        )
 
 
 @dataclass
@@ -458,10 +523,14 @@ class SceneGraphEvalOptions:
     primary_metric: str = "R@100"  # keeps best.pt; the seed framework's model-selection metric
 
 
-@EVALUATORS.register("scene_graph", options=SceneGraphEvalOptions,
-                     help="scene graphs: R@K, ngR@K, mR@K, zR@K, A@K (official SGG semantics)")
-def build_scene_graph_evaluator(options: SceneGraphEvalOptions | None,
-                                dataset: Any) -> SceneGraphEvaluator:
+@EVALUATORS.register(
+    "scene_graph",
+    options=SceneGraphEvalOptions,
+    help="scene graphs: R@K, ngR@K, mR@K, zR@K, A@K (official SGG semantics)",
+)
+def build_scene_graph_evaluator(
+    options: SceneGraphEvalOptions | None, dataset: Any
+) -> SceneGraphEvaluator:
     """Build the evaluator from its options; predicate names, their number and the zero-shot
     triplets default to ``dataset.meta["predicate_names"]`` / ``["zero_shot_triplets"]``."""
     opts = options if options is not None else SceneGraphEvalOptions()
@@ -471,16 +540,23 @@ def build_scene_graph_evaluator(options: SceneGraphEvalOptions | None,
         names = names[1:]
     num = opts.num_predicates or len(names)
     if not num:
-        raise DataError("evaluator.num_predicates is 0 and the dataset's meta has no "
-                        "predicate_names: set evaluator.num_predicates or "
-                        "evaluator.predicate_names")
+        raise DataError(
+            "evaluator.num_predicates is 0 and the dataset's meta has no "
+            "predicate_names: set evaluator.num_predicates or "
+            "evaluator.predicate_names"
+        )
     zs: Any = opts.zero_shot_triplets or meta.get("zero_shot_triplets")
     try:
-        return SceneGraphEvaluator(mode=opts.mode, k=tuple(opts.k), num_predicates=num,
-                                   predicate_names=names or None, zero_shot_triplets=zs,
-                                   iou_threshold=opts.iou_threshold,
-                                   box_convention=opts.box_convention,
-                                   primary_metric=opts.primary_metric)
+        return SceneGraphEvaluator(
+            mode=opts.mode,
+            k=tuple(opts.k),
+            num_predicates=num,
+            predicate_names=names or None,
+            zero_shot_triplets=zs,
+            iou_threshold=opts.iou_threshold,
+            box_convention=opts.box_convention,
+            primary_metric=opts.primary_metric,
+        )
     except ValueError as e:
         raise DataError(f"evaluator: {e}") from None
 
@@ -495,20 +571,33 @@ def cli_score(args: argparse.Namespace) -> int:
     records = spec["records"]
     int_ids = all(isinstance(r["image_id"], int) for r in records)
     try:
-        ev = SceneGraphEvaluator(mode=spec["mode"], k=spec["k"],
-                                 num_predicates=spec["num_predicates"],
-                                 predicate_names=spec["predicate_names"],
-                                 zero_shot_triplets=spec["zero_shot_triplets"],
-                                 iou_threshold=spec["iou_threshold"],
-                                 box_convention=getattr(args, "box_convention", "vg") or "vg",
-                                 primary_metric=f"R@{max(spec['k'])}")
+        ev = SceneGraphEvaluator(
+            mode=spec["mode"],
+            k=spec["k"],
+            num_predicates=spec["num_predicates"],
+            predicate_names=spec["predicate_names"],
+            zero_shot_triplets=spec["zero_shot_triplets"],
+            iou_threshold=spec["iou_threshold"],
+            box_convention=getattr(args, "box_convention", "vg") or "vg",
+            primary_metric=f"R@{max(spec['k'])}",
+        )
     except ValueError as e:
         raise DataError(f"{args.file}: {e}") from None
-    images = iter_images(records, mode=spec["mode"], num_predicates=spec["num_predicates"],
-                         int_ids=int_ids, source=args.file)
+    images = iter_images(
+        records,
+        mode=spec["mode"],
+        num_predicates=spec["num_predicates"],
+        int_ids=int_ids,
+        source=args.file,
+    )
     chunk: list[ImageData] = []
-    with tqdm(total=len(records), desc="scoring", unit="img", disable=len(records) < 5000 or None,
-              file=sys.stderr) as bar:
+    with tqdm(
+        total=len(records),
+        desc="scoring",
+        unit="img",
+        disable=len(records) < 5000 or None,
+        file=sys.stderr,
+    ) as bar:
         for img in images:
             chunk.append(img)
             if len(chunk) == 512:
@@ -528,10 +617,14 @@ def cli_score(args: argparse.Namespace) -> int:
 
         k = 100 if 100 in ev.ks else max(ev.ks)
         mean = result[f"mR@{k}"]
-        per_predicate_bars(result["per_predicate"]["mR"][k], ev.predicate_names,
-                           counts=result["predicate_counts"], out_path=args.plot,
-                           title=f"{spec['mode']}: per-predicate R@{k} (mR@{k} = {mean:.4f})",
-                           ylabel=f"R@{k}")
+        per_predicate_bars(
+            result["per_predicate"]["mR"][k],
+            ev.predicate_names,
+            counts=result["predicate_counts"],
+            out_path=args.plot,
+            title=f"{spec['mode']}: per-predicate R@{k} (mR@{k} = {mean:.4f})",
+            ylabel=f"R@{k}",
+        )
     if getattr(args, "json", False):
         print(json.dumps(to_jsonable(result)))
     else:

@@ -84,9 +84,12 @@ def as_array(x: Any, dtype: Any, cols: int | None, image_id: Any, name: str) -> 
     kind = a.dtype.kind
     if kind not in "biuf":
         raise DataError(f"{where}field {name!r} must hold numbers")
-    if dtype is np.int64 and kind == "f" and (
-            not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
-            raise DataError(f"{where}field {name!r} must hold whole numbers")
+    if (
+        dtype is np.int64
+        and kind == "f"
+        and (not np.all(np.isfinite(a)) or np.any(a != np.round(a)))
+    ):
+        raise DataError(f"{where}field {name!r} must hold whole numbers")
     return np.ascontiguousarray(a, dtype=dtype)
 
 
@@ -99,8 +102,10 @@ def check_boxes(boxes: np.ndarray, image_id: Any, name: str) -> None:
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"image {image_id!r}: {name!r} row {i} = {boxes[i].tolist()} has x2 < x1 or "
-                        "y2 < y1 (boxes must be [x1, y1, x2, y2] in pixels)")
+        raise DataError(
+            f"image {image_id!r}: {name!r} row {i} = {boxes[i].tolist()} has x2 < x1 or "
+            "y2 < y1 (boxes must be [x1, y1, x2, y2] in pixels)"
+        )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray, plus_one: bool = True) -> np.ndarray:
@@ -201,8 +206,9 @@ class ImageMatch:
         return len(self.gt_predicates)
 
 
-def _first_hits(compat: np.ndarray, subj: np.ndarray, obj: np.ndarray, pred: np.ndarray,
-                gt_rels: np.ndarray) -> np.ndarray:
+def _first_hits(
+    compat: np.ndarray, subj: np.ndarray, obj: np.ndarray, pred: np.ndarray, gt_rels: np.ndarray
+) -> np.ndarray:
     """For each GT relation, the first index e with (subj[e], obj[e], pred[e]) matching it."""
     if not len(subj):
         return np.full(len(gt_rels), NO_HIT, dtype=np.int64)
@@ -214,8 +220,9 @@ def _first_hits(compat: np.ndarray, subj: np.ndarray, obj: np.ndarray, pred: np.
     return first
 
 
-def _ng_top(pair_scores: np.ndarray, scores: np.ndarray,
-            score_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _ng_top(
+    pair_scores: np.ndarray, scores: np.ndarray, score_max: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows and predicates (1..P) of the ``NG_TOP_N`` best entries of ``pair_scores[:,None] *
     scores[:, 1:]`` (float32), best first, ties by (row, predicate) order: exactly what a full
     stable sort of the ``R x P`` matrix would keep, computed from a small candidate set."""
@@ -248,8 +255,15 @@ def _ng_top(pair_scores: np.ndarray, scores: np.ndarray,
     return sel // npred, sel % npred + 1
 
 
-def match_image(img: ImageData, *, mode: str, max_k: int, iou_threshold: float = 0.5,
-                plus_one: bool = True, zero_shot: ZeroShotSet | None = None) -> ImageMatch | str:
+def match_image(
+    img: ImageData,
+    *,
+    mode: str,
+    max_k: int,
+    iou_threshold: float = 0.5,
+    plus_one: bool = True,
+    zero_shot: ZeroShotSet | None = None,
+) -> ImageMatch | str:
     """Match one image's predictions to its GT relations (the one pass every metric uses).
 
     Args:
@@ -282,10 +296,13 @@ def match_image(img: ImageData, *, mode: str, max_k: int, iou_threshold: float =
         boxes, labels, obj_scores = img.pred_boxes, img.pred_labels, img.pred_scores
 
     compat = (labels[:, None] == img.gt_labels[None, :]) & (
-        box_iou(boxes, img.gt_boxes, plus_one) >= np.float32(iou_threshold))
+        box_iou(boxes, img.gt_boxes, plus_one) >= np.float32(iou_threshold)
+    )
 
     kg = min(len(pairs), max_k)  # graph constraint: first K rows as given, best non-bg predicate
-    first = _first_hits(compat, pairs[:kg, 0], pairs[:kg, 1], scores[:kg, 1:].argmax(1) + 1, gt_rels)
+    first = _first_hits(
+        compat, pairs[:kg, 0], pairs[:kg, 1], scores[:kg, 1:].argmax(1) + 1, gt_rels
+    )
 
     pair_scores = obj_scores[pairs[:, 0]] * obj_scores[pairs[:, 1]]
     ng_rows, ng_pred = _ng_top(pair_scores, scores, img.rel_score_max)
@@ -297,11 +314,14 @@ def match_image(img: ImageData, *, mode: str, max_k: int, iou_threshold: float =
         codes = pairs[:, 0] * base + pairs[:, 1]
         in_gt = (codes[:, None] == (gt_rels[:, 0] * base + gt_rels[:, 1])[None, :]).any(1)
         qrows = np.flatnonzero(in_gt)[:max_k]
-        first_pair = _first_hits(compat, pairs[qrows, 0], pairs[qrows, 1],
-                                 scores[qrows, 1:].argmax(1) + 1, gt_rels)
+        first_pair = _first_hits(
+            compat, pairs[qrows, 0], pairs[qrows, 1], scores[qrows, 1:].argmax(1) + 1, gt_rels
+        )
 
     gl = img.gt_labels
-    zs = zero_shot.contains(np.stack([gl[gt_rels[:, 0]], gl[gt_rels[:, 1]], gt_rels[:, 2]], 1)) \
-        if zero_shot is not None else np.zeros(len(gt_rels), dtype=bool)
+    zs = (
+        zero_shot.contains(np.stack([gl[gt_rels[:, 0]], gl[gt_rels[:, 1]], gt_rels[:, 2]], 1))
+        if zero_shot is not None
+        else np.zeros(len(gt_rels), dtype=bool)
+    )
     return ImageMatch(img.image_id, gt_rels[:, 2].copy(), zs, first, first_ng, first_pair)
-

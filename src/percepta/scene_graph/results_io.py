@@ -71,20 +71,34 @@ __all__ = [
     "iter_images",
 ]
 
-FILE_KEYS = {"gt_boxes": "gt_boxes", "gt_labels": "gt_labels", "gt_rels": "gt_rels",
-             "pred_boxes": "pred_boxes", "pred_labels": "pred_labels", "pred_scores": "pred_scores",
-             "rel_pairs": "rel_pair_idxs", "rel_scores": "rel_scores"}
+FILE_KEYS = {
+    "gt_boxes": "gt_boxes",
+    "gt_labels": "gt_labels",
+    "gt_rels": "gt_rels",
+    "pred_boxes": "pred_boxes",
+    "pred_labels": "pred_labels",
+    "pred_scores": "pred_scores",
+    "rel_pairs": "rel_pair_idxs",
+    "rel_scores": "rel_scores",
+}
 
-DICT_NAMES = {"gt_boxes": "target['boxes']", "gt_labels": "target['labels']",
-              "gt_rels": "target['relations']", "pred_boxes": "pred['boxes']",
-              "pred_labels": "pred['labels']", "pred_scores": "pred['scores']",
-              "rel_pairs": "pred['rel_pairs']", "rel_scores": "pred['rel_scores']"}
+DICT_NAMES = {
+    "gt_boxes": "target['boxes']",
+    "gt_labels": "target['labels']",
+    "gt_rels": "target['relations']",
+    "pred_boxes": "pred['boxes']",
+    "pred_labels": "pred['labels']",
+    "pred_scores": "pred['scores']",
+    "rel_pairs": "pred['rel_pairs']",
+    "rel_scores": "pred['rel_scores']",
+}
 _PRED_FIELDS = ("pred_boxes", "pred_labels", "pred_scores", "rel_pairs", "rel_scores")
 MISSING = object()  # marks a key absent from the input record
 
 
-def build_image(image_id: Any, values: dict[str, Any], names: dict[str, str], *, mode: str,
-                num_predicates: int) -> ImageData:
+def build_image(
+    image_id: Any, values: dict[str, Any], names: dict[str, str], *, mode: str, num_predicates: int
+) -> ImageData:
     """Validate one image's raw values and return its :class:`ImageData`.
 
     Args:
@@ -101,6 +115,7 @@ def build_image(image_id: Any, values: dict[str, Any], names: dict[str, str], *,
     Raises:
         DataError: a missing key, a wrong shape, an index out of range, a bad box or score.
     """
+
     def get(f: str, dtype: Any, cols: int | None) -> np.ndarray:
         v = values.get(f, MISSING)
         if v is MISSING or v is None:
@@ -112,16 +127,20 @@ def build_image(image_id: Any, values: dict[str, Any], names: dict[str, str], *,
     gt_labels = get("gt_labels", np.int64, None)
     gt_rels = get("gt_rels", np.int64, 3)
     if len(gt_labels) != len(gt_boxes):
-        raise DataError(f"image {image_id!r}: {names['gt_labels']!r} has {len(gt_labels)} entries but "
-                        f"{names['gt_boxes']!r} has {len(gt_boxes)}")
+        raise DataError(
+            f"image {image_id!r}: {names['gt_labels']!r} has {len(gt_labels)} entries but "
+            f"{names['gt_boxes']!r} has {len(gt_boxes)}"
+        )
     if len(gt_rels):
         bad = (gt_rels[:, :2] < 0).any(1) | (gt_rels[:, :2] >= len(gt_boxes)).any(1)
         bad |= (gt_rels[:, 2] < 1) | (gt_rels[:, 2] > num_predicates)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"image {image_id!r}: {names['gt_rels']!r} row {i} = {gt_rels[i].tolist()} "
-                            f"needs subject/object indices in 0..{len(gt_boxes) - 1} and a predicate "
-                            f"in 1..{num_predicates}")
+            raise DataError(
+                f"image {image_id!r}: {names['gt_rels']!r} row {i} = {gt_rels[i].tolist()} "
+                f"needs subject/object indices in 0..{len(gt_boxes) - 1} and a predicate "
+                f"in 1..{num_predicates}"
+            )
     img = ImageData(image_id, gt_boxes, gt_labels, gt_rels)
     present = [f for f in _PRED_FIELDS if values.get(f, MISSING) is not MISSING]
     if not present:
@@ -130,12 +149,16 @@ def build_image(image_id: Any, values: dict[str, Any], names: dict[str, str], *,
     img.rel_pairs = get("rel_pairs", np.int64, 2)
     img.rel_scores = get("rel_scores", np.float32, num_predicates + 1)
     if len(img.rel_pairs) != len(img.rel_scores):
-        raise DataError(f"image {image_id!r}: {names['rel_pairs']!r} has {len(img.rel_pairs)} rows but "
-                        f"{names['rel_scores']!r} has {len(img.rel_scores)}")
+        raise DataError(
+            f"image {image_id!r}: {names['rel_pairs']!r} has {len(img.rel_pairs)} rows but "
+            f"{names['rel_scores']!r} has {len(img.rel_scores)}"
+        )
     if len(img.rel_scores):
         hi = img.rel_scores.max()
         if not (np.isfinite(hi) and np.isfinite(img.rel_scores.min())):
-            raise DataError(f"image {image_id!r}: {names['rel_scores']!r} contains NaN or infinite values")
+            raise DataError(
+                f"image {image_id!r}: {names['rel_scores']!r} contains NaN or infinite values"
+            )
         img.rel_score_max = float(hi)
     if "pred_boxes" in needed:
         img.pred_boxes = get("pred_boxes", np.float32, 4)
@@ -145,22 +168,33 @@ def build_image(image_id: Any, values: dict[str, Any], names: dict[str, str], *,
         q = len(img.pred_boxes)
         for f in ("pred_labels", "pred_scores"):
             if len(getattr(img, f)) != q:
-                raise DataError(f"image {image_id!r}: {names[f]!r} has {len(getattr(img, f))} entries "
-                                f"but {names['pred_boxes']!r} has {q}")
+                raise DataError(
+                    f"image {image_id!r}: {names[f]!r} has {len(getattr(img, f))} entries "
+                    f"but {names['pred_boxes']!r} has {q}"
+                )
         if not np.isfinite(img.pred_scores).all():
-            raise DataError(f"image {image_id!r}: {names['pred_scores']!r} contains NaN or infinite values")
+            raise DataError(
+                f"image {image_id!r}: {names['pred_scores']!r} contains NaN or infinite values"
+            )
     n_obj = len(gt_boxes) if mode == "predcls" else len(img.pred_boxes)
     pairs = img.rel_pairs
     if len(pairs) and (pairs.min() < 0 or pairs.max() >= n_obj):
         i = int(np.flatnonzero((pairs < 0).any(1) | (pairs >= n_obj).any(1))[0])
-        what = "GT objects (predcls pairs index the GT boxes)" if mode == "predcls" else "predicted boxes"
-        raise DataError(f"image {image_id!r}: {names['rel_pairs']!r} row {i} = {pairs[i].tolist()} is out "
-                        f"of range for {n_obj} {what}")
+        what = (
+            "GT objects (predcls pairs index the GT boxes)"
+            if mode == "predcls"
+            else "predicted boxes"
+        )
+        raise DataError(
+            f"image {image_id!r}: {names['rel_pairs']!r} row {i} = {pairs[i].tolist()} is out "
+            f"of range for {n_obj} {what}"
+        )
     return img
 
 
-def image_from_dicts(pred: Mapping[str, Any] | None, target: Mapping[str, Any], *, mode: str,
-                     num_predicates: int) -> ImageData:
+def image_from_dicts(
+    pred: Mapping[str, Any] | None, target: Mapping[str, Any], *, mode: str, num_predicates: int
+) -> ImageData:
     """Validate one percepta (prediction, target) dict pair (see ``SceneGraphEvaluator.update``)."""
     if not isinstance(target, Mapping):
         raise DataError(f"a target must be a dict, got {type(target).__name__}")
@@ -171,14 +205,21 @@ def image_from_dicts(pred: Mapping[str, Any] | None, target: Mapping[str, Any], 
         iid = int(iid.item() if isinstance(iid, torch.Tensor) else iid)
     except (TypeError, ValueError):
         raise DataError(f"image_id must be an integer, got {iid!r}") from None
-    values = {"gt_boxes": target.get("boxes", MISSING), "gt_labels": target.get("labels", MISSING),
-              "gt_rels": target.get("relations", MISSING)}
+    values = {
+        "gt_boxes": target.get("boxes", MISSING),
+        "gt_labels": target.get("labels", MISSING),
+        "gt_rels": target.get("relations", MISSING),
+    }
     if pred is not None:
         if not isinstance(pred, Mapping):
             raise DataError(f"image {iid}: a prediction must be a dict or None")
-        values.update(pred_boxes=pred.get("boxes", MISSING), pred_labels=pred.get("labels", MISSING),
-                      pred_scores=pred.get("scores", MISSING), rel_pairs=pred.get("rel_pairs", MISSING),
-                      rel_scores=pred.get("rel_scores", MISSING))
+        values.update(
+            pred_boxes=pred.get("boxes", MISSING),
+            pred_labels=pred.get("labels", MISSING),
+            pred_scores=pred.get("scores", MISSING),
+            rel_pairs=pred.get("rel_pairs", MISSING),
+            rel_scores=pred.get("rel_scores", MISSING),
+        )
         if values["rel_pairs"] is MISSING and values["rel_scores"] is MISSING:
             raise DataError(f"image {iid}: prediction has neither 'rel_pairs' nor 'rel_scores'")
     return build_image(iid, values, DICT_NAMES, mode=mode, num_predicates=num_predicates)
@@ -207,14 +248,25 @@ def load_zero_shot_triplets(source: Any) -> np.ndarray | None:
     return as_array(source, np.int64, 3, None, "zero_shot_triplets")
 
 
-_ROWS = (("R", "    R", "Recall(Main)"), ("ngR", " ng-R", "No Graph Constraint Recall(Main)"),
-         ("zR", "   zR", "Zero Shot Recall"), ("ng-zR", "ng-zR", "No Graph Constraint Zero Shot Recall"),
-         ("mR", "   mR", "Mean Recall"), ("ng-mR", "ng-mR", "No Graph Constraint Mean Recall"),
-         ("A", "    A", "TopK Accuracy"))
+_ROWS = (
+    ("R", "    R", "Recall(Main)"),
+    ("ngR", " ng-R", "No Graph Constraint Recall(Main)"),
+    ("zR", "   zR", "Zero Shot Recall"),
+    ("ng-zR", "ng-zR", "No Graph Constraint Zero Shot Recall"),
+    ("mR", "   mR", "Mean Recall"),
+    ("ng-mR", "ng-mR", "No Graph Constraint Mean Recall"),
+    ("A", "    A", "TopK Accuracy"),
+)
 
 
-def official_table(result: Mapping[str, Any], *, mode: str, ks: Sequence[int],
-                   predicate_names: Sequence[str], counts_line: bool = True) -> str:
+def official_table(
+    result: Mapping[str, Any],
+    *,
+    mode: str,
+    ks: Sequence[int],
+    predicate_names: Sequence[str],
+    counts_line: bool = True,
+) -> str:
     """The table the official ``do_vg_evaluation`` prints (same spacing, 4 decimals), without
     its detection-mAP line (detection AP belongs to ``percepta.detection``), followed by one line
     counting evaluated and skipped images. The per-predicate details show K = 100 (the official
@@ -229,15 +281,19 @@ def official_table(result: Mapping[str, Any], *, mode: str, ks: Sequence[int],
         per_pred = result.get("per_predicate", {}).get(key)
         if per_pred is not None:
             out.append("----------------------- Details ------------------------\n")
-            out.append("".join(f"({n}:{v:.4f}) " for n, v in zip(predicate_names, per_pred[detail_k])))
+            out.append(
+                "".join(f"({n}:{v:.4f}) " for n, v in zip(predicate_names, per_pred[detail_k]))
+            )
             out.append("\n--------------------------------------------------------\n")
     out.append("=" * 100 + "\n\n")
     images = result.get("images")
     if counts_line and images:
-        out.append(f"images: {images['seen']} seen, {images['evaluated']} evaluated; skipped: "
-                   f"{images['skipped_no_gt_relations']} without GT relation, "
-                   f"{images['skipped_no_prediction']} absent from the predictions, "
-                   f"{images['skipped_no_predicted_pairs']} without predicted pair\n")
+        out.append(
+            f"images: {images['seen']} seen, {images['evaluated']} evaluated; skipped: "
+            f"{images['skipped_no_gt_relations']} without GT relation, "
+            f"{images['skipped_no_prediction']} absent from the predictions, "
+            f"{images['skipped_no_predicted_pairs']} without predicted pair\n"
+        )
     return "".join(out)
 
 
@@ -256,7 +312,9 @@ def read_results_file(path: str | Path, mode: str | None = None) -> dict[str, An
         raise DataError(f"{path}: the top level must be an object (optionally wrapped in 'inputs')")
     mode = mode or data.get("mode")
     if mode not in MODES:
-        raise DataError(f"{path}: 'mode' must be one of {', '.join(MODES)} (or pass --mode), got {mode!r}")
+        raise DataError(
+            f"{path}: 'mode' must be one of {', '.join(MODES)} (or pass --mode), got {mode!r}"
+        )
     records = data.get("images")
     if not isinstance(records, list):
         raise DataError(f"{path}: missing 'images' (a list of image records)")
@@ -273,7 +331,9 @@ def read_results_file(path: str | Path, mode: str | None = None) -> dict[str, An
                 num = len(scores[0]) - 1
                 break
     if not num or num < 1:
-        raise DataError(f"{path}: cannot tell the number of predicates; give 'num_rel_classes' (P + 1)")
+        raise DataError(
+            f"{path}: cannot tell the number of predicates; give 'num_rel_classes' (P + 1)"
+        )
     ks = data.get("k_values", [20, 50, 100])
     if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and k > 0 for k in ks):
         raise DataError(f"{path}: 'k_values' must be a list of positive integers, got {ks!r}")
@@ -287,13 +347,25 @@ def read_results_file(path: str | Path, mode: str | None = None) -> dict[str, An
         if iid in seen:
             raise DataError(f"{path}: duplicate image id {iid!r} (images[{i}])")
         seen.add(iid)
-    return {"mode": mode, "k": ks, "iou_threshold": float(data.get("iou_threshold", 0.5)),
-            "num_predicates": num, "predicate_names": names,
-            "zero_shot_triplets": data.get("zeroshot_triplets"), "records": records}
+    return {
+        "mode": mode,
+        "k": ks,
+        "iou_threshold": float(data.get("iou_threshold", 0.5)),
+        "num_predicates": num,
+        "predicate_names": names,
+        "zero_shot_triplets": data.get("zeroshot_triplets"),
+        "records": records,
+    }
 
 
-def iter_images(records: Sequence[Mapping[str, Any]], *, mode: str, num_predicates: int,
-                int_ids: bool, source: str | Path | None = None) -> Iterator[ImageData]:
+def iter_images(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    mode: str,
+    num_predicates: int,
+    int_ids: bool,
+    source: str | Path | None = None,
+) -> Iterator[ImageData]:
     """Validated :class:`ImageData` per record; with ``int_ids`` False, ids become positions.
 
     ``source``: the results file the records come from; a bad record then raises
@@ -302,8 +374,9 @@ def iter_images(records: Sequence[Mapping[str, Any]], *, mode: str, num_predicat
     for i, rec in enumerate(records):
         values = {canon: rec.get(key, MISSING) for canon, key in FILE_KEYS.items()}
         try:
-            img = build_image(rec["image_id"], values, FILE_KEYS, mode=mode,
-                              num_predicates=num_predicates)
+            img = build_image(
+                rec["image_id"], values, FILE_KEYS, mode=mode, num_predicates=num_predicates
+            )
         except DataError as e:
             if source is None:
                 raise

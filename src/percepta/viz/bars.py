@@ -15,9 +15,15 @@ from matplotlib.figure import Figure
 __all__ = ["per_predicate_bars"]
 
 
-def per_predicate_bars(values: Sequence[float], names: Sequence[str], counts: Sequence[int] | None = None,
-                       out_path: str | Path | None = None, title: str = "", ylabel: str = "recall",
-                       dpi: int = 120) -> Figure:
+def per_predicate_bars(
+    values: Sequence[float],
+    names: Sequence[str],
+    counts: Sequence[int] | None = None,
+    out_path: str | Path | None = None,
+    title: str = "",
+    ylabel: str = "recall",
+    dpi: int = 120,
+) -> Figure:
     """One bar per predicate, most frequent predicate first when ``counts`` are given.
 
     Args:
@@ -35,7 +41,11 @@ def per_predicate_bars(values: Sequence[float], names: Sequence[str], counts: Se
     vals = np.asarray(values, dtype=np.float64)
     if len(vals) != len(names) or counts is not None and len(counts) != len(vals):
         raise ValueError("values, names and counts must have the same length")
-    order = np.argsort(-np.asarray(counts), kind="stable") if counts is not None else np.arange(len(vals))
+    order = (
+        np.argsort(-np.asarray(counts), kind="stable")
+        if counts is not None
+        else np.arange(len(vals))
+    )
     fig = Figure(figsize=(max(6.0, 0.22 * len(vals) + 1.5), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

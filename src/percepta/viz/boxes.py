@@ -30,9 +30,23 @@ from torchvision.utils import draw_bounding_boxes
 
 __all__ = ["palette", "label_font_size", "draw_detections", "save_png"]
 
-_BASE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-         (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-         (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0)]
+_BASE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+]
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:
@@ -72,8 +86,13 @@ def _text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luma >= 140 else (255, 255, 255)
 
 
-def _draw_labels(img: torch.Tensor, boxes: torch.Tensor, texts: Sequence[str],
-                 colours: Sequence[tuple[int, int, int]], size: int) -> torch.Tensor:
+def _draw_labels(
+    img: torch.Tensor,
+    boxes: torch.Tensor,
+    texts: Sequence[str],
+    colours: Sequence[tuple[int, int, int]],
+    size: int,
+) -> torch.Tensor:
     """Filled label boxes with text, kept inside the image, one per box."""
     h, w = int(img.shape[-2]), int(img.shape[-1])
     pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy())
@@ -93,10 +112,16 @@ def _draw_labels(img: torch.Tensor, boxes: torch.Tensor, texts: Sequence[str],
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
 
 
-def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
-                    scores: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
-                    score_threshold: float = 0.0, width: int | None = None,
-                    min_side: int = 384) -> torch.Tensor:
+def draw_detections(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    scores: torch.Tensor | None = None,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.0,
+    width: int | None = None,
+    min_side: int = 384,
+) -> torch.Tensor:
     """A uint8 ``[3,H',W']`` copy of ``image`` with boxes labelled ``name score``.
 
     Args:
@@ -128,8 +153,9 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
         return img.clone()
     h, w = int(img.shape[-2]), int(img.shape[-1])
     # degenerate boxes (x2 < x1: an untrained model's negative sizes) are drawn, not refused
-    boxes = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]),
-                       torch.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+    boxes = torch.cat(
+        [torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], 1
+    )
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
     colours = palette(max(len(class_names or []), int(labels.max()) + 1))
@@ -138,8 +164,7 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
     for i, lab in enumerate(labels.tolist()):
         name = class_names[lab] if class_names and lab < len(class_names) else str(lab)
         texts.append(f"{name} {float(scores[keep][i]):.2f}" if scores is not None else name)
-    drawn = draw_bounding_boxes(img, boxes, colors=box_colours,
-                                width=width or _line_width(h, w))
+    drawn = draw_bounding_boxes(img, boxes, colors=box_colours, width=width or _line_width(h, w))
     return _draw_labels(drawn, boxes, texts, box_colours, label_font_size(h, w))
 
 

@@ -47,8 +47,14 @@ def _save(plt, fig, ax, title: str, out: str | Path) -> Path:
 def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses") -> Path | None:
     """Plot every ``loss*`` series (and the total) against the iteration; ``None`` if no data."""
     train = [r for r in rows if "eval" not in r and "iteration" in r]
-    keys = sorted({k for r in train for k, v in r.items()
-                   if (k.startswith("loss") or k == "total_loss") and isinstance(v, (int, float))})
+    keys = sorted(
+        {
+            k
+            for r in train
+            for k, v in r.items()
+            if (k.startswith("loss") or k == "total_loss") and isinstance(v, (int, float))
+        }
+    )
     if not train or not keys:
         return None
     plt = _plt()
@@ -62,7 +68,9 @@ def plot_losses(rows: list[dict], out: str | Path, title: str = "training losses
     return _save(plt, fig, ax, title, out)
 
 
-def plot_eval(rows: list[dict], keys: list[str], out: str | Path, title: str = "evaluation") -> Path | None:
+def plot_eval(
+    rows: list[dict], keys: list[str], out: str | Path, title: str = "evaluation"
+) -> Path | None:
     """Plot evaluation metrics (``keys``) against the iteration; ``None`` if fewer than 2 points."""
     evals = [r for r in rows if isinstance(r.get("eval"), dict)]
     if len(evals) < 2:
@@ -70,15 +78,25 @@ def plot_eval(rows: list[dict], keys: list[str], out: str | Path, title: str = "
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
     for k in keys:
-        pts = [(r["iteration"], r["eval"][k]) for r in evals if isinstance(r["eval"].get(k), (int, float))]
+        pts = [
+            (r["iteration"], r["eval"][k])
+            for r in evals
+            if isinstance(r["eval"].get(k), (int, float))
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o", label=k)
     return _save(plt, fig, ax, title, out)
 
 
-def plot_compare(runs: dict[str, list[dict]], key: str, out: str | Path, title: str = "",
-                 from_eval: bool = False, log: bool = False) -> Path | None:
+def plot_compare(
+    runs: dict[str, list[dict]],
+    key: str,
+    out: str | Path,
+    title: str = "",
+    from_eval: bool = False,
+    log: bool = False,
+) -> Path | None:
     """One metric of several runs on one axis: ``runs`` maps a label to its ``metrics.jsonl``
     rows; ``key`` is a training scalar (e.g. ``total_loss``) or, with ``from_eval``, an
     evaluation metric (e.g. ``AP50``). ``None`` when no run has the metric."""
@@ -87,11 +105,17 @@ def plot_compare(runs: dict[str, list[dict]], key: str, out: str | Path, title: 
     drawn = 0
     for label, rows in runs.items():
         if from_eval:
-            pts = [(r["iteration"], r["eval"][key]) for r in rows
-                   if isinstance(r.get("eval"), dict) and isinstance(r["eval"].get(key), (int, float))]
+            pts = [
+                (r["iteration"], r["eval"][key])
+                for r in rows
+                if isinstance(r.get("eval"), dict) and isinstance(r["eval"].get(key), (int, float))
+            ]
         else:
-            pts = [(r["iteration"], r[key]) for r in rows
-                   if "eval" not in r and isinstance(r.get(key), (int, float))]
+            pts = [
+                (r["iteration"], r[key])
+                for r in rows
+                if "eval" not in r and isinstance(r.get(key), (int, float))
+            ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o" if from_eval else None, label=label, lw=1.2)

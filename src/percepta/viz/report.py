@@ -54,7 +54,9 @@ class Report:
         self.parts.append(f"<p{c}>{html.escape(text)}</p>")
 
     def key_values(self, values: dict[str, Any]) -> None:
-        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in values.items())
+        rows = "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in values.items()
+        )
         self.parts.append(f"<table>{rows}</table>")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -66,20 +68,28 @@ class Report:
         if path is None or not Path(path).is_file():
             return
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self.parts.append(f'<figure style="margin:0">{_img(path).replace("max-width:260px", "")}{cap}</figure>')
+        self.parts.append(
+            f'<figure style="margin:0">{_img(path).replace("max-width:260px", "")}{cap}</figure>'
+        )
 
     def gallery(self, items: Sequence[tuple[str | Path, str]]) -> None:
-        figs = "".join(f"<figure>{_img(p)}<figcaption>{html.escape(c)}</figcaption></figure>"
-                       for p, c in items if Path(p).is_file())
+        figs = "".join(
+            f"<figure>{_img(p)}<figcaption>{html.escape(c)}</figcaption></figure>"
+            for p, c in items
+            if Path(p).is_file()
+        )
         self.parts.append(f'<div class="grid">{figs}</div>')
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         sub = f'<p class="note">{html.escape(self.subtitle)}</p>' if self.subtitle else ""
-        doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-               f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{sub}"
-               + "\n".join(self.parts) + "</body></html>")
+        doc = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{sub}"
+            + "\n".join(self.parts)
+            + "</body></html>"
+        )
         tmp = path.with_suffix(".html.tmp")
         tmp.write_text(doc, encoding="utf-8")
         tmp.replace(path)

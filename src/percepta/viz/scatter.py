@@ -56,7 +56,9 @@ def scatter_with_fit(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     alpha = 0.8 if x.size <= 200 else max(0.15, 0.8 * (200 / x.size) ** 0.5)
-    ax.scatter(x, y, s=14, alpha=alpha, color="tab:blue", edgecolors="none", label=f"images (n={x.size})")
+    ax.scatter(
+        x, y, s=14, alpha=alpha, color="tab:blue", edgecolors="none", label=f"images (n={x.size})"
+    )
     if curves and x.size:
         lo, hi = float(np.min(x)), float(np.max(x))
         grid = np.linspace(lo, hi, 300) if hi > lo else np.array([lo])
@@ -70,8 +72,16 @@ def scatter_with_fit(
     if title:
         ax.set_title(title)
     if text:
-        ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", ha="left", fontsize=9,
-                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
+        ax.text(
+            0.02,
+            0.98,
+            text,
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
+        )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

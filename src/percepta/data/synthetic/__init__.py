@@ -13,7 +13,13 @@ from percepta.data.synthetic.detection import generate_detection
 from percepta.data.synthetic.scene import SynthOptionError, render_image
 from percepta.errors import NotAvailableError
 
-__all__ = ["cli_synth", "generate_detection", "render_image", "SynthOptionError", "DEFAULT_NUM_IMAGES"]
+__all__ = [
+    "cli_synth",
+    "generate_detection",
+    "render_image",
+    "SynthOptionError",
+    "DEFAULT_NUM_IMAGES",
+]
 
 DEFAULT_NUM_IMAGES = {"detection": 1000}
 
@@ -21,20 +27,28 @@ DEFAULT_NUM_IMAGES = {"detection": 1000}
 def _print_detection(result: dict) -> None:
     out = result["out"]
     if result["skipped"]:
-        print(f"{out} already holds this dataset (same options, see {out}/synth_meta.json); "
-              "nothing regenerated")
+        print(
+            f"{out} already holds this dataset (same options, see {out}/synth_meta.json); "
+            "nothing regenerated"
+        )
     else:
         o = result["options"]
-        print(f"wrote the built-in detection dataset (COCO json + PNG, {o['image_size']} px, "
-              f"seed {o['seed']}) to {out} in {result['seconds']:.1f} s")
+        print(
+            f"wrote the built-in detection dataset (COCO json + PNG, {o['image_size']} px, "
+            f"seed {o['seed']}) to {out} in {result['seconds']:.1f} s"
+        )
     for split in ("train", "val"):
         s = result[split]
-        print(f"  {split:<5} {s['images']:>6} images ({s['empty_images']} without objects), "
-              f"{s['annotations']:>6} boxes  {s['json']}  +  {s['image_dir']}/")
+        print(
+            f"  {split:<5} {s['images']:>6} images ({s['empty_images']} without objects), "
+            f"{s['annotations']:>6} boxes  {s['json']}  +  {s['image_dir']}/"
+        )
     per_class = result["instances_per_class"]
     total = max(1, sum(per_class.values()))
-    print("  instances per class: " + ", ".join(
-        f"{n} {c} ({c / total:.0%})" for n, c in per_class.items()))
+    print(
+        "  instances per class: "
+        + ", ".join(f"{n} {c} ({c / total:.0%})" for n, c in per_class.items())
+    )
     print("next:")
     print(f"  percepta data check {out}/annotations/instances_val.json")
     print("  percepta train configs/detection/centernet_r18_builtin.yaml")
@@ -46,10 +60,17 @@ def cli_synth(args: argparse.Namespace) -> int:
     if task != "detection":
         raise NotAvailableError(
             f"data synth --task {task}: the built-in {task} dataset is not available yet in this "
-            "version of percepta (available: --task detection)")
+            "version of percepta (available: --task detection)"
+        )
     num_images = DEFAULT_NUM_IMAGES[task] if args.num_images is None else args.num_images
-    result = generate_detection(args.out, num_images=num_images, image_size=args.image_size,
-                                val_fraction=args.val_fraction, seed=args.seed,
-                                workers=args.workers, progress=True)
+    result = generate_detection(
+        args.out,
+        num_images=num_images,
+        image_size=args.image_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        workers=args.workers,
+        progress=True,
+    )
     _print_detection(result)
     return 0

@@ -42,8 +42,12 @@ def _render_and_save(task: tuple[int, int, int, str]) -> list[tuple]:
     r = render_image(seed, index, size)
     Image.fromarray(r.image, "RGB").save(path, format="PNG", compress_level=1)
     return [
-        (o["category"], [round(v, 2) for v in o["bbox"]],
-         [round(float(v), 2) for v in o["polygon"].reshape(-1)], round(o["area"], 2))
+        (
+            o["category"],
+            [round(v, 2) for v in o["bbox"]],
+            [round(float(v), 2) for v in o["polygon"].reshape(-1)],
+            round(o["area"], 2),
+        )
         for o in r.objects
     ]
 
@@ -52,8 +56,9 @@ def _is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _check_options(num_images: int, image_size: int, val_fraction: float, seed: int,
-                   workers: int | None) -> None:
+def _check_options(
+    num_images: int, image_size: int, val_fraction: float, seed: int, workers: int | None
+) -> None:
     def bad(msg: str) -> SynthOptionError:
         return SynthOptionError(f"data synth: {msg}")
 
@@ -81,26 +86,50 @@ def split_sizes(num_images: int, val_fraction: float) -> tuple[int, int]:
     return num_images - n_val, n_val
 
 
-def _coco(split: str, image_ids: list[int], image_size: int, results: list[list[tuple]],
-          options: dict[str, Any]) -> dict[str, Any]:
+def _coco(
+    split: str,
+    image_ids: list[int],
+    image_size: int,
+    results: list[list[tuple]],
+    options: dict[str, Any],
+) -> dict[str, Any]:
     images, annotations = [], []
     for image_id, objs in zip(image_ids, results):
-        images.append({"id": image_id, "file_name": f"{image_id:012d}.png",
-                       "width": image_size, "height": image_size})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"{image_id:012d}.png",
+                "width": image_size,
+                "height": image_size,
+            }
+        )
         for category, bbox, seg, area in objs:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category + 1, "bbox": bbox, "area": area,
-                                "iscrowd": 0, "segmentation": [seg]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category + 1,
+                    "bbox": bbox,
+                    "area": area,
+                    "iscrowd": 0,
+                    "segmentation": [seg],
+                }
+            )
     return {
-        "info": {"description": f"percepta built-in detection data ({split})",
-                 "version": str(GENERATOR_VERSION), "year": 2026,
-                 "contributor": "percepta data synth --task detection",
-                 "options": options},
+        "info": {
+            "description": f"percepta built-in detection data ({split})",
+            "version": str(GENERATOR_VERSION),
+            "year": 2026,
+            "contributor": "percepta data synth --task detection",
+            "options": options,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": SUPERCATEGORY}
-                       for i, n in enumerate(CLASS_NAMES)],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": SUPERCATEGORY}
+            for i, n in enumerate(CLASS_NAMES)
+        ],
     }
 
 
@@ -110,9 +139,12 @@ def _split_summary(coco: dict[str, Any]) -> dict[str, Any]:
     for a in coco["annotations"]:
         per_class[CLASS_NAMES[a["category_id"] - 1]] += 1
         with_objects.add(a["image_id"])
-    return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
-            "empty_images": len(coco["images"]) - len(with_objects),
-            "instances_per_class": per_class}
+    return {
+        "images": len(coco["images"]),
+        "annotations": len(coco["annotations"]),
+        "empty_images": len(coco["images"]) - len(with_objects),
+        "instances_per_class": per_class,
+    }
 
 
 def _readme(options: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -139,9 +171,11 @@ def _readme(options: dict[str, Any], summary: dict[str, Any]) -> str:
     ]
     for split in ("train", "val"):
         s = summary[split]
-        lines.append(f"{split}: {s['images']} images ({s['empty_images']} without objects), "
-                     f"{s['annotations']} boxes: "
-                     + ", ".join(f"{n} {c}" for n, c in s["instances_per_class"].items()))
+        lines.append(
+            f"{split}: {s['images']} images ({s['empty_images']} without objects), "
+            f"{s['annotations']} boxes: "
+            + ", ".join(f"{n} {c}" for n, c in s["instances_per_class"].items())
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,8 +188,10 @@ def _prepare_folder(out: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             task = "detection"
         if task != "detection":
-            raise DataError(f"{out} holds the built-in {task} dataset ({meta}); write the "
-                            "detection dataset to another --out folder")
+            raise DataError(
+                f"{out} holds the built-in {task} dataset ({meta}); write the "
+                "detection dataset to another --out folder"
+            )
         for split in ("train", "val"):
             for p in (out / split).glob("*.png") if (out / split).is_dir() else ():
                 p.unlink()
@@ -164,8 +200,10 @@ def _prepare_folder(out: Path) -> None:
     for sub in ("annotations", "train", "val"):
         d = out / sub
         if d.is_dir() and any(d.iterdir()):
-            raise DataError(f"{d} already holds files that percepta did not generate (no "
-                            f"{meta.name} beside it); choose an empty or new --out folder")
+            raise DataError(
+                f"{d} already holds files that percepta did not generate (no "
+                f"{meta.name} beside it); choose an empty or new --out folder"
+            )
 
 
 def _existing(out: Path, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,9 +226,15 @@ def _existing(out: Path, options: dict[str, Any]) -> dict[str, Any] | None:
     return summary
 
 
-def generate_detection(out: Path | str, num_images: int = 1000, image_size: int = 256,
-                       val_fraction: float = 0.2, seed: int = 0, workers: int | None = None,
-                       progress: bool = False) -> dict[str, Any]:
+def generate_detection(
+    out: Path | str,
+    num_images: int = 1000,
+    image_size: int = 256,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Write the built-in detection dataset to ``out`` (COCO json + PNG, see the module docstring).
 
     If ``out`` already holds a dataset generated with the same options (``synth_meta.json``), it
@@ -217,8 +261,14 @@ def generate_detection(out: Path | str, num_images: int = 1000, image_size: int 
     _check_options(num_images, image_size, val_fraction, seed, workers)
     out = Path(out)
     num_images, image_size, seed = int(num_images), int(image_size), int(seed)
-    options = {"task": "detection", "version": GENERATOR_VERSION, "num_images": num_images,
-               "image_size": image_size, "val_fraction": float(val_fraction), "seed": seed}
+    options = {
+        "task": "detection",
+        "version": GENERATOR_VERSION,
+        "num_images": num_images,
+        "image_size": image_size,
+        "val_fraction": float(val_fraction),
+        "seed": seed,
+    }
     start = time.perf_counter()
     stored = _existing(out, options)
     if stored is not None:
@@ -230,9 +280,10 @@ def generate_detection(out: Path | str, num_images: int = 1000, image_size: int 
         (out / sub).mkdir(parents=True, exist_ok=True)
     # marks the folder as ours (so an interrupted run is cleaned up next time), not yet complete
     _write_meta(out, options, None)
-    tasks = [(seed, i, image_size,
-              str(out / ("train" if i < n_train else "val") / f"{i + 1:012d}.png"))
-             for i in range(num_images)]
+    tasks = [
+        (seed, i, image_size, str(out / ("train" if i < n_train else "val") / f"{i + 1:012d}.png"))
+        for i in range(num_images)
+    ]
     workers = min(workers or os.cpu_count() or 1, num_images)
     results = _run(tasks, workers, progress)
 
@@ -244,7 +295,8 @@ def generate_detection(out: Path | str, num_images: int = 1000, image_size: int 
         summary[split] = _split_summary(coco)
     summary["instances_per_class"] = {
         n: summary["train"]["instances_per_class"][n] + summary["val"]["instances_per_class"][n]
-        for n in CLASS_NAMES}
+        for n in CLASS_NAMES
+    }
     (out / "README.txt").write_text(_readme(options, summary))
     # written last: its presence marks a complete dataset
     _write_meta(out, options, summary)
@@ -256,10 +308,16 @@ def _write_meta(out: Path, options: dict[str, Any], summary: dict[str, Any] | No
     (out / "synth_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def _result(out: Path, skipped: bool, start: float, options: dict[str, Any],
-            summary: dict[str, Any]) -> dict[str, Any]:
-    result = {"out": str(out), "skipped": skipped, "seconds": time.perf_counter() - start,
-              "options": options, **json.loads(json.dumps(summary))}
+def _result(
+    out: Path, skipped: bool, start: float, options: dict[str, Any], summary: dict[str, Any]
+) -> dict[str, Any]:
+    result = {
+        "out": str(out),
+        "skipped": skipped,
+        "seconds": time.perf_counter() - start,
+        "options": options,
+        **json.loads(json.dumps(summary)),
+    }
     for split in ("train", "val"):
         result[split]["json"] = str(out / "annotations" / f"instances_{split}.json")
         result[split]["image_dir"] = str(out / split)

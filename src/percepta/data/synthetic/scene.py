@@ -145,8 +145,11 @@ def render_image(seed: int, index: int, image_size: int = 256) -> RenderedImage:
             break
         else:
             continue  # no acceptable place for this object: leave it out
-        refs = [background[y0:y1, x0:x1][mask & (instances[y0:y1, x0:x1] == 0)].mean(axis=0)] \
-            if np.any(under == 0) else []
+        refs = (
+            [background[y0:y1, x0:x1][mask & (instances[y0:y1, x0:x1] == 0)].mean(axis=0)]
+            if np.any(under == 0)
+            else []
+        )
         refs += [drawn[j - 1]["colour"] for j in np.flatnonzero(covered)]
         colour = _pick_colour(rng, np.asarray(refs, dtype=np.float64).reshape(-1, 3))
         canvas[y0:y1, x0:x1][mask] = colour
@@ -162,12 +165,14 @@ def render_image(seed: int, index: int, image_size: int = 256) -> RenderedImage:
         frac = visible[k] / full[k] if full[k] else 0.0
         if frac < MIN_VISIBLE:
             continue
-        objects.append({
-            "category": obj["category"],
-            "bbox": polygon_bbox(obj["polygon"], size, size),
-            "polygon": obj["polygon"],
-            "area": polygon_area(obj["polygon"]),
-            "visible": float(frac),
-            "instance_id": k,
-        })
+        objects.append(
+            {
+                "category": obj["category"],
+                "bbox": polygon_bbox(obj["polygon"], size, size),
+                "polygon": obj["polygon"],
+                "area": polygon_area(obj["polygon"]),
+                "visible": float(frac),
+                "instance_id": k,
+            }
+        )
     return RenderedImage(image=image, instances=instances, objects=objects)

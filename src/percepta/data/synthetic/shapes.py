@@ -53,16 +53,31 @@ def _star() -> np.ndarray:
 
 def _arrow() -> np.ndarray:
     """A block arrow pointing right: shaft from x = -1 to 0.1, head to x = 1."""
-    return np.array([(-1, -0.28), (0.1, -0.28), (0.1, -0.75), (1, 0), (0.1, 0.75), (0.1, 0.28),
-                     (-1, 0.28)], dtype=np.float64)
+    return np.array(
+        [(-1, -0.28), (0.1, -0.28), (0.1, -0.75), (1, 0), (0.1, 0.75), (0.1, 0.28), (-1, 0.28)],
+        dtype=np.float64,
+    )
 
 
 def _cross() -> np.ndarray:
     t = _CROSS_HALF_WIDTH
-    return np.array([
-        (-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t),
-        (t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t),
-    ], dtype=np.float64)
+    return np.array(
+        [
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+        ],
+        dtype=np.float64,
+    )
 
 
 _UNIT: dict[str, np.ndarray] = {
@@ -87,7 +102,9 @@ def unit_shape(name: str) -> np.ndarray:
         raise KeyError(f"unknown shape {name!r}; known: {', '.join(CLASS_NAMES)}") from None
 
 
-def shape_polygon(name: str, cx: float, cy: float, scale: float, angle_deg: float = 0.0) -> np.ndarray:
+def shape_polygon(
+    name: str, cx: float, cy: float, scale: float, angle_deg: float = 0.0
+) -> np.ndarray:
     """Vertices of shape ``name`` scaled by ``scale`` px, rotated by ``angle_deg``, centred at (cx, cy).
 
     Returns:
@@ -104,8 +121,9 @@ def shape_polygon(name: str, cx: float, cy: float, scale: float, angle_deg: floa
     return pts
 
 
-def polygon_bbox(poly: np.ndarray, width: int | None = None,
-                 height: int | None = None) -> tuple[float, float, float, float]:
+def polygon_bbox(
+    poly: np.ndarray, width: int | None = None, height: int | None = None
+) -> tuple[float, float, float, float]:
     """Tight COCO box ``(x, y, w, h)`` of a polygon, clipped to ``[0, width] x [0, height]`` if given."""
     x0, y0 = poly.min(axis=0)
     x1, y1 = poly.max(axis=0)
@@ -122,8 +140,12 @@ def polygon_area(poly: np.ndarray) -> float:
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def draw_polygon(draw: ImageDraw.ImageDraw, poly: np.ndarray, fill: int | tuple[int, ...],
-                 offset: tuple[float, float] = (0.0, 0.0)) -> None:
+def draw_polygon(
+    draw: ImageDraw.ImageDraw,
+    poly: np.ndarray,
+    fill: int | tuple[int, ...],
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> None:
     """Fill ``poly`` (shifted by ``-offset``) on a PIL drawing context without anti-aliasing.
 
     PIL fills pixel columns ``floor(x_min) .. floor(x_max)``, so the drawn pixels cover
