@@ -90,7 +90,33 @@ class LoggingHook(HookBase):
         if trainer.tc.log_period > 0 and (
             it % trainer.tc.log_period == 0 or it == trainer.max_iters
         ):
-            trainer.log_window()
+            self.log_window(trainer)
+
+    @staticmethod
+    def log_window(trainer: Trainer) -> dict[str, float]:
+        """Average the trainer's loss window, log it (jsonl, TensorBoard, console), reset it."""
+        w = trainer.window
+        scalars = w.means()
+        scalars.update(
+            lr=trainer.step_lr,
+            time=time.perf_counter() - trainer.t0,
+            iter_time=w.elapsed() / max(w.iters, 1),
+            images_per_s=w.images * trainer.world_size / w.elapsed(),
+        )
+        if trainer.scaler.is_enabled():
+            scalars["amp_scale"] = float(trainer.scaler.get_scale())
+        if trainer.logger is not None:
+            trainer.logger.log_train(
+                trainer.iteration, scalars, epoch=trainer.epoch, nonfinite=trainer.guard.count
+            )
+        if trainer.is_main and not trainer.tc.progress:
+            console(
+                f"iter {trainer.iteration}/{trainer.max_iters}  loss "
+                f"{scalars.get('total_loss', float('nan')):.4f}  lr {trainer.step_lr:.3g}  "
+                f"{scalars['images_per_s']:.1f} img/s"
+            )
+        w.reset()
+        return scalars
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         logger = trainer.logger

@@ -35,9 +35,16 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from percepta.errors import PerceptaError
+from percepta.errors import ConfigError, PerceptaError
 
-__all__ = ["NORM_LAYERS", "param_groups", "build_optimizer", "build_scheduler", "lr_factor_fn"]
+__all__ = [
+    "NORM_LAYERS",
+    "param_groups",
+    "build_optimizer",
+    "build_scheduler",
+    "lr_factor_fn",
+    "amp_dtype",
+]
 
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*d, SyncBatchNorm, InstanceNorm*d
@@ -49,7 +56,6 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
 
 
 def _config_error(msg: str) -> PerceptaError:
-    from percepta.errors import ConfigError
 
     return ConfigError(msg)
 
@@ -155,3 +161,19 @@ def build_scheduler(
         return fn(t)
 
     return LambdaLR(optimizer, lr_lambda)
+
+
+def amp_dtype(tc: Any, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train.amp`` / ``train.amp_dtype`` ask for (``None``: fp32)."""
+    if not tc.amp:
+        return None
+    name = str(tc.amp_dtype).lower()
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cpu" else torch.float16
+    if name in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if name in ("fp16", "float16", "half"):
+        if device.type == "cpu":
+            raise ConfigError("train.amp_dtype=fp16 is for CUDA; on CPU use bf16 (or auto)")
+        return torch.float16
+    raise ConfigError(f"train.amp_dtype={tc.amp_dtype!r}: use auto, bf16 or fp16")

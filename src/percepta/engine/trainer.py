@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -46,8 +44,9 @@ from percepta.engine.hooks import (
     PeriodicCheckpointer,
     TrainingError,
 )
+from percepta.engine.interrupts import StopOnSignals, TrainingInterrupted
 from percepta.engine.logging import LossWindow, console
-from percepta.engine.optim import build_optimizer, build_scheduler
+from percepta.engine.optim import amp_dtype, build_optimizer, build_scheduler
 from percepta.engine.sync_bn import convert_sync_batchnorm
 from percepta.errors import CheckpointError, ConfigError, DataError
 from percepta.evaluator import primary_of
@@ -66,15 +65,6 @@ __all__ = [
 ]
 
 
-class TrainingInterrupted(TrainingError):
-    """SIGINT/SIGTERM stopped training; ``last.pt`` was written and the message says how to
-    resume. ``exit_code`` is the shell's convention (130 for SIGINT, 143 for SIGTERM)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def sum_losses(loss_dict: dict[str, Any], trainer: Trainer | None = None) -> torch.Tensor:
     """The default ``loss_transform``: the sum of every term whose key starts with ``loss``."""
     terms = [v for k, v in loss_dict.items() if str(k).startswith("loss")]
@@ -87,21 +77,6 @@ def sum_losses(loss_dict: dict[str, Any], trainer: Trainer | None = None) -> tor
     for t in terms[1:]:
         total = total + t
     return total
-
-
-def _amp_dtype(tc: Any, device: torch.device) -> torch.dtype | None:
-    if not tc.amp:
-        return None
-    name = str(tc.amp_dtype).lower()
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cpu" else torch.float16
-    if name in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if name in ("fp16", "float16", "half"):
-        if device.type == "cpu":
-            raise ConfigError("train.amp_dtype=fp16 is for CUDA; on CPU use bf16 (or auto)")
-        return torch.float16
-    raise ConfigError(f"train.amp_dtype={tc.amp_dtype!r}: use auto, bf16 or fp16")
 
 
 def _nonfinite_keys(loss_dict: dict[str, Any]) -> list[str]:
@@ -191,7 +166,7 @@ class Trainer:
             self.model = convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, tc.optimizer)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, self.max_iters)
-        self.amp_dtype = _amp_dtype(tc, self.device)
+        self.amp_dtype = amp_dtype(tc, self.device)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -229,7 +204,7 @@ class Trainer:
         self.data_offset = 0  # sampler batches dropped whole (all samples unreadable) before
         self._loader: Any = None
         self._started = False
-        self._stop_signal: int | None = None
+        self.signals = StopOnSignals(announce=self.is_main)
 
         self.guard = NonFiniteGuard(int(tc.max_nonfinite))
         self.ema_hook = EMAHook(self.model, tc.ema_decay) if tc.ema else None
@@ -276,19 +251,22 @@ class Trainer:
         if self.is_main:
             pconfig.save(self.cfg, self.run_dir / "config.yaml")
         self.t0 = time.perf_counter()
-        with self._stop_on_signals():
+        with self.signals:
             try:
                 self._call_hooks("before_train")
                 self._train_loop()
-                if self._stop_signal is None:
+                if self.signals.signum is None:
                     if self.can_evaluate():
                         self.final_metrics = EvalHook.evaluate_and_track(self)
                     self.save_checkpoint("last")
                     self._call_hooks("after_train")
             finally:
                 LoggingHook.close(self)
-        if self._stop_signal is not None:
-            self._interrupted()
+        if self.signals.signum is not None:
+            path = self.save_checkpoint("last")
+            raise self.signals.error(
+                self.iteration, self.max_iters, path, str(self.cfg.name), str(self.cfg.output_dir)
+            )
         return self.final_metrics
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
@@ -512,7 +490,7 @@ class Trainer:
                 if math.isfinite(total):
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
                 self._call_hooks("after_step")
-                if self._should_stop():
+                if self.signals.requested(self.world_size):
                     break
         finally:
             bar.close()
@@ -591,80 +569,6 @@ class Trainer:
             total = sum_losses(loss_dict)
         extra = {"grad_norm": self.grad_norm} if self.grad_norm is not None else {}
         self.window.add({**loss_dict, "total_loss": total, **extra})
-
-    def log_window(self) -> dict[str, float]:
-        """Average the loss window, log it (jsonl, TensorBoard, console) and reset it."""
-        w = self.window
-        scalars = w.means()
-        scalars.update(
-            lr=self.step_lr,
-            time=time.perf_counter() - self.t0,
-            iter_time=w.elapsed() / max(w.iters, 1),
-            images_per_s=w.images * self.world_size / w.elapsed(),
-        )
-        if self.scaler.is_enabled():
-            scalars["amp_scale"] = float(self.scaler.get_scale())
-        if self.logger is not None:
-            self.logger.log_train(
-                self.iteration, scalars, epoch=self.epoch, nonfinite=self.guard.count
-            )
-        if self.is_main and not self.tc.progress:
-            console(
-                f"iter {self.iteration}/{self.max_iters}  loss "
-                f"{scalars.get('total_loss', float('nan')):.4f}  lr {self.step_lr:.3g}  "
-                f"{scalars['images_per_s']:.1f} img/s"
-            )
-        w.reset()
-        return scalars
-
-    # ---------------------------------------------------------------- interrupts
-    def _stop_on_signals(self) -> Any:
-        trainer = self
-
-        class _Handlers:
-            def __enter__(self) -> None:
-                self.old: dict[int, Any] = {}
-                if threading.current_thread() is not threading.main_thread():
-                    return
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    self.old[sig] = signal.signal(sig, self._handle)
-
-            def _handle(self, signum: int, frame: Any) -> None:
-                if trainer._stop_signal is not None:  # a second signal: stop now
-                    signal.signal(signum, self.old.get(signum, signal.SIG_DFL))
-                    raise KeyboardInterrupt
-                trainer._stop_signal = signum
-                if trainer.is_main:
-                    console(
-                        f"[percepta] {signal.Signals(signum).name} received: stopping after "
-                        "this iteration and writing last.pt (send it again to stop now)"
-                    )
-
-            def __exit__(self, *exc: Any) -> None:
-                for sig, old in self.old.items():
-                    signal.signal(sig, old)
-
-        return _Handlers()
-
-    def _should_stop(self) -> bool:
-        stop = self._stop_signal is not None
-        if self.world_size > 1:  # every rank stops at the same iteration (collective save)
-            signum = pdist.all_gather_object(self._stop_signal)
-            got = [s for s in signum if s is not None]
-            if got and self._stop_signal is None:
-                self._stop_signal = got[0]
-            stop = bool(got)
-        return stop
-
-    def _interrupted(self) -> None:
-        path = self.save_checkpoint("last")
-        signum = int(self._stop_signal or signal.SIGINT)
-        raise TrainingInterrupted(
-            f"training interrupted ({signal.Signals(signum).name}) at iteration "
-            f"{self.iteration}/{self.max_iters}; {path} written. Resume with the same command "
-            f"plus resume=true (run {self.cfg.name!r} in {self.cfg.output_dir})",
-            exit_code=128 + signum,
-        )
 
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:
