@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+if "coco_reference" not in sys.modules:  # shared independent COCO scoring (tests/coco_reference.py)
+    _spec = importlib.util.spec_from_file_location(
+        "coco_reference", Path(__file__).with_name("coco_reference.py")
+    )
+    sys.modules["coco_reference"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["coco_reference"])
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PERCEPTA_SHARED_DATA", REPO.parent / "shared" / "data"))

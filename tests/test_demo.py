@@ -5,62 +5,26 @@ does not call) and with each other."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import copy
 import io
 import json
 import math
 import re
 
 import pytest
-import torch
 from PIL import Image
-from torchvision.io import read_image
 
-import percepta
+from coco_reference import predict_as_coco_results, pycocotools_stats
 from percepta import cli
 
 NAMES = ["circle", "square", "triangle", "star", "arrow", "cross"]
 
 
-def _pycocotools_stats(gt: dict, results: list[dict]) -> list[float]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return [0.0] * 12
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(x) for x in ev.stats]
-
-
 def _reevaluate(ckpt, data) -> list[float]:
     """Load the written checkpoint, predict every val image one by one, score with pycocotools."""
-    gt = json.loads((data / "annotations" / "instances_val.json").read_text())
-    model = percepta.load(str(ckpt)).eval()
-    cat_of = {c["name"]: c["id"] for c in gt["categories"]}
-    results = []
-    with torch.no_grad():
-        for img in gt["images"]:
-            pred = model([read_image(str(data / "val" / img["file_name"]))])[0]
-            for (x1, y1, x2, y2), s, lab in zip(
-                pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
-            ):
-                results.append(
-                    {
-                        "image_id": img["id"],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": s,
-                        "category_id": cat_of[model.class_names[lab]],
-                    }
-                )
-    return _pycocotools_stats(gt, results)
+    results, gt = predict_as_coco_results(
+        ckpt, data / "annotations" / "instances_val.json", data / "val"
+    )
+    return pycocotools_stats(gt, results)
 
 
 def _assert_png(data: bytes, min_side: int) -> None:

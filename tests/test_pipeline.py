@@ -13,9 +13,9 @@ import json
 
 import pytest
 import torch
-from torchvision.io import read_image
 
 import percepta
+from coco_reference import predict_as_coco_results, pycocotools_stats
 from percepta import cli
 from percepta.data.synthetic.detection import generate_detection
 
@@ -48,46 +48,10 @@ train: {{max_iters: 40, batch_size: 8, log_period: 10, checkpoint_period: 20, pr
 
 
 def _predict_as_coco_results(ckpt, data) -> tuple[list[dict], dict]:
-    """Run the loaded model image by image (no percepta loader/evaluator) -> COCO results."""
-    gt = json.loads((data / "annotations" / "instances_train.json").read_text())
-    model = percepta.load(str(ckpt)).eval()
-    cat_of = {c["name"]: c["id"] for c in gt["categories"]}
-    results = []
-    with torch.no_grad():
-        for img in gt["images"]:
-            pred = model([read_image(str(data / "train" / img["file_name"]))])[0]
-            for (x1, y1, x2, y2), s, lab in zip(
-                pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
-            ):
-                results.append(
-                    {
-                        "image_id": img["id"],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": s,
-                        "category_id": cat_of[model.class_names[lab]],
-                    }
-                )
-    return results, gt
-
-
-def _pycocotools_stats(gt: dict, results: list[dict]) -> list[float]:
-    """The 12 COCO stats from pycocotools' reference COCOeval (independent of percepta)."""
-    import contextlib
-    import copy
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(x) for x in ev.stats]
+    """The loaded model on the training images (it memorised them), as COCO results."""
+    return predict_as_coco_results(
+        ckpt, data / "annotations" / "instances_train.json", data / "train"
+    )
 
 
 def test_train_writes_run_folder(tiny_run):
@@ -119,7 +83,7 @@ def test_eval_cli_json_reaches_measured_ap_and_agrees_with_pycocotools(tiny_run,
     # numbers `percepta eval` printed. Predictions agree with the batched eval path up to float
     # noise, so AP agrees to 1e-6 unless a score tie flips (none on this run).
     results, gt = _predict_as_coco_results(ckpt, data)
-    ref = _pycocotools_stats(gt, results)
+    ref = pycocotools_stats(gt, results)
     assert out["AP"] == pytest.approx(ref[0], abs=1e-6)
     assert out["AP50"] == pytest.approx(ref[1], abs=1e-6)
 
@@ -133,7 +97,7 @@ def test_evaluator_equals_pycocotools_on_the_same_predictions(tiny_run):
     results, gt = _predict_as_coco_results(root / "runs" / "tiny" / "checkpoints" / "last.pt", data)
     assert results, "the trained model predicts nothing"
     ours = evaluate_results(gt, results, olrp=False)
-    ref = _pycocotools_stats(gt, results)
+    ref = pycocotools_stats(gt, results)
     for key, want in zip(AP_KEYS, ref):
         want = float("nan") if want < 0 else want  # COCO's -1 (no GT in the range) is NaN here
         assert ours[key] == pytest.approx(want, abs=1e-6, nan_ok=True), key

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from engine_toy import build, make_cfg
+from engine_toy import build, make_cfg, run_ranks
 
 from percepta.engine import checkpoint as ck
 from percepta.engine import distributed
@@ -32,12 +28,6 @@ OVERRIDES = [
     "train.scheduler.name=cosine",
     "train.scheduler.warmup_iters=2",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_init_from_env_is_a_noop_without_torchrun(monkeypatch):
@@ -64,38 +54,7 @@ def test_two_gloo_processes_match_single_process(tmp_path):
         "metrics_out": str(tmp_path / "m.json"),
         **sizes,
     }
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            CUDA_VISIBLE_DEVICES="",
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(TOY), json.dumps(spec)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outputs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outputs.append((p.returncode, err[-3000:]))
+    outputs = run_ranks(spec)
     assert all(rc == 0 for rc, _ in outputs), outputs
 
     assert not (tmp_path / "rank1").exists()  # only rank 0 writes

@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from engine_toy import ToyModel, build, make_cfg
+from engine_toy import ToyModel, build, make_cfg, run_ranks
 
 from percepta import config as config_lib
 from percepta.engine import checkpoint as ck
@@ -172,12 +169,6 @@ def test_config_and_jsonl_rewrites_are_atomic(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------ DDP equivalence
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 BALANCED_BN = [
     "train.max_iters=4",
     "train.batch_size=8",
@@ -206,38 +197,7 @@ def test_two_processes_with_balancing_and_sync_bn_match_one(tmp_path):
         "evaluator": "metric",
         "run_dir": str(tmp_path / "rank{rank}"),
     }
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            CUDA_VISIBLE_DEVICES="",
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(TOY), json.dumps(spec)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append((p.returncode, err[-3000:]))
+    results = run_ranks(spec)
     assert all(rc == 0 for rc, _ in results), results
     ddp = ck.load_checkpoint(tmp_path / "rank0" / "checkpoints" / "last.pt")["model"]
 

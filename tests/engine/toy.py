@@ -203,6 +203,55 @@ class KillAt:
             os._exit(17)
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a gloo rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(spec: dict, world_size: int = 2, timeout: float = 150.0) -> list[tuple[int, str]]:
+    """Run this script as ``world_size`` gloo processes on CPU (torchrun's environment);
+    returns ``(exit code, stderr tail)`` per rank, killing all of them on a time-out."""
+    import subprocess
+
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            CUDA_VISIBLE_DEVICES="",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, json.dumps(spec)],
+                env=env,
+                cwd=Path(__file__).resolve().parents[2],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append((p.returncode, err[-3000:]))
+    return results
+
+
 def main(spec: dict) -> int:
     torch.set_num_threads(1)
     from percepta.engine import distributed
