@@ -68,6 +68,18 @@ class SignalAt:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_writes_last_checkpoint_and_resume_is_exact(tmp_path, capsys, signum):
+    # a background job starts with SIGINT ignored (and the trainer respects that): make it
+    # deliverable for this test, as in an interactive shell
+    previous = signal.signal(
+        signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+    )
+    try:
+        _interrupt_and_resume(tmp_path, signum)
+    finally:
+        signal.signal(signum, previous)
+
+
+def _interrupt_and_resume(tmp_path, signum):
     over = ["train.max_iters=6", "train.checkpoint_period=0"]
     cfg = make_cfg(tmp_path / "a", over)
     model, train_ds, val_ds, ev = build(cfg, dropout=0.0)
@@ -79,7 +91,7 @@ def test_signal_writes_last_checkpoint_and_resume_is_exact(tmp_path, capsys, sig
     assert "resume=true" in str(e.value) and "iteration 3/6" in str(e.value)
     saved = ck.load_checkpoint(tmp_path / "a" / "toy" / "checkpoints" / "last.pt")
     assert saved["iteration"] == 3  # checkpoint_period=0: only the interrupt wrote it
-    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)  # restored
 
     resumed_cfg = make_cfg(tmp_path / "a", [*over, "resume=true"])
     model2, train2, val2, ev2 = build(resumed_cfg, dropout=0.0)
@@ -249,3 +261,16 @@ def test_nested_list_sections_suggest_the_nearest_key():
         config_lib.load(None, ["model.distill.without_label=true"])
     with pytest.raises(ConfigError, match="unknown config key 'distill'"):
         config_lib.load(None, ["distill.without_labels=true"])  # moved into the model section
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    """A background job (SIGINT ignored, as shells start them) is not made interruptible."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cfg = make_cfg(tmp_path, ["train.max_iters=4", "train.checkpoint_period=0"])
+        model, train_ds, val_ds, ev = build(cfg, dropout=0.0)
+        Trainer(cfg, model, train_ds, hooks=[SignalAt(2, signal.SIGINT)]).fit()  # no raise
+        assert ck.load_checkpoint(tmp_path / "toy" / "checkpoints" / "last.pt")["iteration"] == 4
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -2,7 +2,8 @@
 to resume.
 
 :class:`StopOnSignals` replaces the two handlers for the duration of ``Trainer.fit`` (main
-thread only) and records the first signal; a second one stops at once (``KeyboardInterrupt``).
+thread only; a signal the process ignores, as background jobs ignore SIGINT, stays ignored) and
+records the first signal; a second one stops at once (``KeyboardInterrupt``).
 Under DDP the ranks agree each iteration, so every rank enters the (collective) final save at
 the same iteration.
 """
@@ -40,6 +41,8 @@ class StopOnSignals:
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. a background job: respected
+                    continue
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
