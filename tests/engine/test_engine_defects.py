@@ -274,3 +274,21 @@ def test_an_ignored_sigint_stays_ignored(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.dist
+def test_a_data_error_on_one_rank_stops_every_rank(tmp_path):
+    """Rank 1 cannot read its images: both processes stop with the error (no rank is left
+    waiting in a collective until a time-out)."""
+    spec = {
+        "output_dir": str(tmp_path),
+        "overrides": ["train.max_iters=3", "train.batch_size=4"],
+        "n_train": 16,
+        "n_val": 4,
+        "run_dir": str(tmp_path / "rank{rank}"),
+        "bad_on_ranks": [1],
+    }
+    results = run_ranks(spec, timeout=90)
+    assert all(rc != 0 for rc, _ in results), results
+    assert "unreadable" in results[1][1] and "samples" in results[1][1]
+    assert "another process hit a data error" in results[0][1]

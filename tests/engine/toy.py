@@ -72,7 +72,13 @@ class ToyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    bad: frozenset[int] = frozenset()  # indices that fail like unreadable images
+
     def __getitem__(self, i: int):
+        if i in self.bad:
+            from percepta.errors import DataError
+
+            raise DataError(f"toy image {i}: unreadable (a test's corrupt sample)")
         target = make_target([[0, 0, 2, 2]], [0], image_id=i, orig_size=(SIZE, SIZE), y=self.y[i])
         return self.images[i], target
 
@@ -258,6 +264,8 @@ def main(spec: dict) -> int:
     from percepta.engine.trainer import Trainer
 
     info = distributed.init_from_env()
+    if info.rank in spec.get("bad_on_ranks", []):  # every sample unreadable on these ranks
+        ToyDataset.bad = frozenset(range(spec.get("n_train", 24)))
     cfg = make_cfg(spec.get("output_dir", "runs"), spec.get("overrides", []))
     model, train_ds, val_ds, evaluator = build(
         cfg,

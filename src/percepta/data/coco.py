@@ -44,11 +44,6 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-try:  # deprecated in torchvision 0.29 (in favour of torchcodec) but still the fastest decoder here
-    from torchvision.io import ImageReadMode, decode_image
-except ImportError:  # pragma: no cover - a torchvision without image io: PIL below
-    decode_image = None
-
 from percepta.data.check import (
     CheckReport,
     box_issue,
@@ -56,6 +51,7 @@ from percepta.data.check import (
     guess_image_dir,
     load_coco_json,
 )
+from percepta.data.images import read_rgb
 from percepta.errors import DataError
 from percepta.registry import DATASETS
 
@@ -257,15 +253,10 @@ class CocoDetection(Dataset):
     def load_image(self, index: int) -> torch.Tensor:
         """Decode image ``index`` as ``uint8 [3,H,W]`` RGB; unreadable files raise DataError."""
         info = self._images[index]
-        path = self.image_path(index)
         try:
-            img = _decode(path)
-        except (RuntimeError, OSError, ValueError) as e:
-            what = "not found" if not path.is_file() else f"cannot decode ({e})"
-            raise DataError(f"{self.ann_file}: image id {info['id']}: file {path} {what}") from None
-        if img.dtype != torch.uint8:  # 16-bit PNG
-            img = (img.to(torch.float32) * (255.0 / 65535.0)).round().to(torch.uint8)
-        return img
+            return read_rgb(self.image_path(index))
+        except DataError as e:
+            raise DataError(f"{self.ann_file}: image id {info['id']}: {e}") from None
 
     def _masks(self, anns: list[dict], h: int, w: int) -> torch.Tensor:
         from pycocotools import mask as mask_utils
@@ -318,15 +309,6 @@ class CocoDetection(Dataset):
             f"CocoDetection({self.ann_file}, images={len(self)}, classes={self.num_classes}, "
             f"image_dir={self.image_dir})"
         )
-
-
-def _decode(path: Path) -> torch.Tensor:
-    if decode_image is not None:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def resolve_path(path: str, root: str | os.PathLike, kind: str, want_dir: bool = False) -> Path:

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from percepta.data.coco import _decode, resolve_path
+from percepta.data.coco import resolve_path
+from percepta.data.images import read_rgb
 from percepta.errors import DataError
 from percepta.registry import DATASETS
 
@@ -67,12 +68,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         path = self.files[index]
-        try:
-            img = _decode(path)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise DataError(f"image folder {self.folder}: cannot decode {path} ({e})") from None
-        if img.dtype != torch.uint8:
-            img = (img.to(torch.float32) * (255.0 / 65535.0)).round().to(torch.uint8)
+        img = read_rgb(path)  # a DataError naming the file
         h, w = int(img.shape[-2]), int(img.shape[-1])
         target = {
             "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)),

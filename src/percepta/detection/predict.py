@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
+from percepta.data.images import read_rgb
 from percepta.errors import CheckpointError, DataError, NotAvailableError, PerceptaError
 
 __all__ = [
@@ -82,49 +81,10 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-# torchvision's C++ errors start with "<function>, <source file>:<line>, "
-_CPP_PREFIX = re.compile(r"^\w+, \S+:\d+, ")
-
-
-def _reason(e: BaseException) -> str:
-    """A short reason for a decoding failure, without torchvision's C++ source locations."""
-    text = str(e).strip()
-    text = _CPP_PREFIX.sub("", text.splitlines()[0]) if text else type(e).__name__
-    if text.startswith("Unsupported image file"):
-        return "not a supported image format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
-    if "non empty file" in text:
-        return "empty file"
-    return text.rstrip(".")
-
-
-def _read_with_pil(path: Path) -> torch.Tensor | None:
-    """Formats torchvision does not decode (BMP, TIFF) through PIL; ``None`` if PIL cannot."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except Exception:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-        return None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
 def read_image(path: Path) -> torch.Tensor:
-    """Decode an image file to uint8 RGB ``[3,H,W]``; raises ``ValueError`` naming the file.
-
-    The message is one line, ``<path>: not a readable image (<reason>)``.
-    """
-    try:
-        img = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as e:
-        reason = _reason(e)
-        img = _read_with_pil(path) if reason.startswith("not a supported") else None
-        if img is None:
-            raise ValueError(f"{path}: not a readable image ({reason})") from None
-    if img.dtype != torch.uint8:  # 16-bit PNG
-        img = (img.to(torch.float32) * (255.0 / 65535.0)).round().to(torch.uint8)
-    return img
+    """Decode an image file to uint8 RGB ``[3,H,W]`` (:func:`percepta.data.images.read_rgb`);
+    raises a ``ValueError`` (a ``DataError``) ``<path>: not a readable image (<reason>)``."""
+    return read_rgb(path)
 
 
 def _batches(items: list[Any], n: int) -> Iterable[list[Any]]:

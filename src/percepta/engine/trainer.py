@@ -481,7 +481,7 @@ class Trainer:
         data_iter = iter(self._train_loader()) if self.iteration < self.max_iters else None
         try:
             while self.iteration < self.max_iters:
-                images, targets = next(data_iter)  # type: ignore[arg-type]
+                images, targets = self._next_batch(data_iter)
                 self._call_hooks("before_step")
                 total = self.run_step(images, targets)
                 self.iteration += 1
@@ -495,6 +495,22 @@ class Trainer:
         finally:
             bar.close()
             del data_iter
+
+    def _next_batch(self, data_iter: Any) -> Any:
+        """The next batch; under DDP a data error on one rank (too many unreadable images)
+        stops every rank with it, instead of leaving the others waiting in a collective."""
+        error: DataError | None = None
+        try:
+            batch = next(data_iter)
+        except DataError as e:
+            error, batch = e, None
+        if self.world_size > 1 and pdist.all_reduce_min(0 if error else 1) == 0:
+            raise error or DataError(
+                "training stopped: another process hit a data error (its message is in its log)"
+            )
+        if error is not None:
+            raise error
+        return batch
 
     def run_step(self, images: Any, targets: Any) -> float:
         """One iteration: forward, (skip if non-finite) backward, clip, step, lr schedule.

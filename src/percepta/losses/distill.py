@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from percepta.ops import peak_mask
+
 __all__ = [
     "TeacherConfig",
     "DistillConfig",
@@ -70,14 +72,11 @@ def peak_weight_map(teacher_heat: torch.Tensor, kernel: int = 3) -> torch.Tensor
     """``[B,C,H,W]`` probabilities -> ``[B,1,H,W]``: local maxima kept (others 0), max over C.
 
     A pixel is a peak when it equals the max of its ``kernel x kernel`` neighbourhood (the
-    CenterNet decode's rule, ties included).
+    CenterNet decode's rule, ties included: :func:`percepta.ops.peak_mask`).
     """
     if teacher_heat.dim() != 4:
         raise ValueError(f"teacher heat map must be [B,C,H,W], got {tuple(teacher_heat.shape)}")
-    pad = (kernel - 1) // 2
-    hmax = F.max_pool2d(teacher_heat, kernel, stride=1, padding=pad)
-    peaks = teacher_heat * (hmax == teacher_heat).to(teacher_heat.dtype)
-    return peaks.amax(dim=1, keepdim=True)
+    return peak_mask(teacher_heat, kernel).amax(dim=1, keepdim=True)
 
 
 def kd_heatmap_loss(student_heat: torch.Tensor, teacher_heat: torch.Tensor) -> torch.Tensor:
