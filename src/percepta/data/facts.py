@@ -63,13 +63,20 @@ def _is_set(value: Any) -> bool:
 def fill_options(options: Any, facts: DataFacts) -> Any:
     """``options`` with every unset field that names a fact filled from ``facts``.
 
-    ``num_classes`` left at 0 becomes ``len(class_names)`` once the names are known.
+    ``num_classes`` left at 0 becomes ``len(class_names)`` once the names are known. Nested
+    component sections (fields declared with ``metadata={"component": ...}``) are filled too.
     """
     if not dataclasses.is_dataclass(options) or isinstance(options, type):
         return options
     updates: dict[str, Any] = {}
     for f in dataclasses.fields(options):
-        if not _is_set(getattr(options, f.name)):
+        value = getattr(options, f.name)
+        if f.metadata.get("component") and dataclasses.is_dataclass(value):
+            filled = fill_options(value, facts)  # a nested component section (e.g. a detector)
+            if filled is not value:
+                updates[f.name] = filled
+            continue
+        if not _is_set(value):
             value = facts.get(f.name)
             if _is_set(value):
                 updates[f.name] = list(value) if isinstance(value, tuple) else value
