@@ -107,7 +107,38 @@ def _pairs_batch() -> Batch:
     return list(images), list(targets)
 
 
+def _quality_fr_batch() -> Batch:
+    """Distorted/reference pairs of two sizes (one below the 64 px crop) with 1-5 scores."""
+    images = _images((64, 80), (48, 64))
+    refs = _images((64, 80), (48, 64), seed=1)
+    scores = (4.2, 1.7)
+    return images, [{"reference": r, "score": torch.tensor(s)} for r, s in zip(refs, scores)]
+
+
+def _quality_nr_batch() -> Batch:
+    """No-reference images of three sizes (one padded TRIQ batch) with 1-5 scores."""
+    images = _images((64, 96), (96, 64), (64, 64))
+    return images, [{"score": torch.tensor(s)} for s in (4.2, 1.7, 3.0)]
+
+
+_IQT_TINY = [
+    "model.backbone=test_resnet",
+    "model.crop_size=64",
+    "model.d_model=16",
+    "model.num_heads=2",
+    "model.ffn_dim=32",
+    "model.head_dim=8",
+    "model.test_crops=2",
+    "model.score_range=[1.0,5.0]",
+]
+
 FACTORIES: dict[str, Case] = {
+    "iqt": Case(_IQT_TINY, _quality_fr_batch),
+    "iqt_c": Case(_IQT_TINY, _quality_fr_batch),
+    "triq": Case(
+        ["model.backbone=test_resnet", "model.max_grid=[3,3]", "model.score_range=[1.0,5.0]"],
+        _quality_nr_batch,
+    ),
     "centernet": Case(
         [
             "model.backbone=test_resnet",

@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-images", type=int, default=None, help="images in total (default depends on the task)"
     )
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val")
-    p.add_argument("--image-size", type=int, default=256, help="square image side in pixels")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square image side in pixels (default: 256 for detection, 160 for quality)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(handler="data synth")

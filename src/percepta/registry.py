@@ -167,11 +167,15 @@ ALL_REGISTRIES = {
 _COMPONENT_MODULES = (
     "percepta.data.coco",
     "percepta.data.image_folder",
+    "percepta.data.iqa_table",
     "percepta.detection.centernet",
     "percepta.detection.evaluation",
     "percepta.losses.focal",
+    "percepta.losses.ranking",
     "percepta.scene_graph.evaluation",
     "percepta.quality.evaluation",
+    "percepta.quality.iqt",
+    "percepta.quality.triq",
 )
 _imported = False
 

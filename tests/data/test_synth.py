@@ -214,7 +214,7 @@ def test_cli_errors(tmp_path, capsys):
     from percepta.data.synthetic import cli_synth
 
     with pytest.raises(NotAvailableError):
-        cli_synth(argparse.Namespace(task="quality", out=str(tmp_path)))
+        cli_synth(argparse.Namespace(task="relations", out=str(tmp_path)))
 
 
 def test_refuses_to_mix_with_a_foreign_dataset(tmp_path):

@@ -836,8 +836,13 @@ def _json_files(path: Path) -> list[Path]:
 def cli_check(args: argparse.Namespace) -> int:
     """``percepta data check PATH [--images DIR] [--no-images] [--json] [--max-report N]``.
 
-    Prints one report per json file; exit status 1 when any file has errors.
+    Prints one report per json file; exit status 1 when any file has errors. A ``.csv`` path
+    is an image-quality meta table (:func:`percepta.data.iqa_table.cli_check_table`).
     """
+    if Path(args.path).suffix.lower() == ".csv":
+        from percepta.data.iqa_table import cli_check_table
+
+        return cli_check_table(args)
     files = _json_files(Path(args.path))
     reports = [
         check_coco(
