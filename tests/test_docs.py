@@ -306,6 +306,13 @@ COVERED: dict[str, tuple[str, ...]] = {
         "tests/data/test_convert.py::test_pennfudan_real_against_annotation_txt",
         "tests/data/test_convert.py::test_cli_convert",
     ),
+    "percepta data synth --task quality --out data/builtin_quality --image-size 128": (
+        "tests/data/test_synth_quality.py::test_cli_quality_and_rerun_is_skipped",
+    ),
+    "percepta train configs/quality/iqt_r18_builtin.yaml": (
+        "tests/quality/test_quality_training.py::"
+        "test_iqt_trains_from_the_shipped_config_and_eval_agrees_with_scipy",
+    ),
 }
 
 # Make targets a page runs, and what their recipe must mention (checked with `make -n`).
