@@ -35,10 +35,12 @@ clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
 
 # Issue #4 experiments (each run < 15 min on 2 CPU cores; finished runs are reused)
-.PHONY: exp-multi-teacher exp-distill exp-balance
+.PHONY: exp-multi-teacher exp-distill exp-balance exp-iqt
 exp-multi-teacher: $(STAMP)
 	$(BIN)/python experiments/multi_teacher.py
 exp-distill: $(STAMP)
 	$(BIN)/python experiments/distill_r50_r18.py
 exp-balance: $(STAMP)
 	$(BIN)/python experiments/loss_balance.py
+exp-iqt: $(STAMP)
+	$(BIN)/python experiments/iqt_builtin.py

@@ -76,6 +76,8 @@ def run(
         if ckpt.get("config") == wanted and same_data and unfinished:
             print(f"[experiment] {name}: resuming at iteration {ckpt['iteration']}", flush=True)
             cfg = config_lib.load(find_config(config), [f"name={name}", *overrides, "resume=true"])
+    if last.is_file() and not cfg.resume:  # a stale or forced run: start it again on purpose
+        cfg = config_lib.load(find_config(config), [f"name={name}", *overrides, "overwrite=true"])
     print(f"\n[experiment] training {name} ({config} {' '.join(overrides)})", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "data_key.json").write_text(json.dumps(to_jsonable(data_key)))

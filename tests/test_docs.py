@@ -272,6 +272,12 @@ COVERED: dict[str, tuple[str, ...]] = {
     ),
     "make exp-distill": (_KD, "tests/test_config.py::test_every_shipped_config_loads", _MAKE),
     "make exp-balance": (_BALANCE, "tests/test_config.py::test_every_shipped_config_loads", _MAKE),
+    "make exp-iqt": (
+        "tests/quality/test_quality_training.py::"
+        "test_iqt_trains_from_the_shipped_config_and_eval_agrees_with_scipy",
+        "tests/test_config.py::test_every_shipped_config_loads",
+        _MAKE,
+    ),
     ".venv/bin/python experiments/where_detections_land.py runs/mt_teacher_b/checkpoints/last.pt "
     "--cls triangle --ann data/builtin_mt/annotations/instances_val.json "
     "--images data/builtin_mt/val": (
@@ -323,6 +329,7 @@ MAKE_RECIPES = {
     "exp-multi-teacher": "experiments/multi_teacher.py",
     "exp-distill": "experiments/distill_r50_r18.py",
     "exp-balance": "experiments/loss_balance.py",
+    "exp-iqt": "experiments/iqt_builtin.py",
 }
 
 
