@@ -13,6 +13,7 @@ from PIL import Image
 from tests.conftest import shared_data_path
 
 from percepta.cli import main
+from percepta.data import iqa_readers as rd
 from percepta.data import iqa_table as iq
 from percepta.errors import DataError
 from percepta.registry import DATASETS, import_all
@@ -33,7 +34,7 @@ def test_kadid_dmos_column_is_a_mos_kept_as_is(tmp_path: Path) -> None:
     (tmp_path / "dmos.csv").write_text(
         "dist_img,ref_img,dmos,var\nI01_01_01.png,I01.png,4.57,0.25\nI02_25_05.png,I02.png,1.2,0.04\n"
     )
-    t = iq.read_kadid10k(tmp_path)
+    t = rd.read_kadid10k(tmp_path)
     a, b = t.records
     assert (a.image, a.reference, a.ref_id) == ("images/I01_01_01.png", "images/I01.png", "I01")
     assert a.score == pytest.approx(4.57, abs=1e-12) and a.raw_direction == "higher"
@@ -52,7 +53,7 @@ def test_koniq_mos_and_official_split(tmp_path: Path) -> None:
     (tmp_path / "koniq10k_distributions_sets.csv").write_text(
         "image_name,MOS,set\n10004473376.jpg,77.38,training\n10007357496.jpg,59.0,test\n"
     )
-    t = iq.read_koniq10k(tmp_path)
+    t = rd.read_koniq10k(tmp_path)
     assert [r.image for r in t.records] == ["1024x768/10004473376.jpg", "1024x768/10007357496.jpg"]
     assert [r.score for r in t.records] == [pytest.approx(3.82), pytest.approx(3.26)]
     assert [r.split for r in t.records] == ["train", "test"]
@@ -71,7 +72,7 @@ def test_live_dmos_flipped_and_reference_copies_dropped(tmp_path: Path) -> None:
     refs[0, :] = [f"ref{i % 29}.bmp" for i in range(n)]
     savemat(tmp_path / "dmos.mat", {"dmos": dmos[None, :], "orgs": orgs[None, :]})
     savemat(tmp_path / "refnames_all.mat", {"refnames_all": refs})
-    t = iq.read_live(tmp_path)
+    t = rd.read_live(tmp_path)
     assert len(t) == n - 3
     by_name = {r.image: r for r in t.records}
     r = by_name["jpeg/img1.bmp"]
@@ -90,7 +91,7 @@ def test_live_wrong_entry_count_is_a_data_error(tmp_path: Path) -> None:
     savemat(tmp_path / "dmos.mat", {"dmos": np.zeros((1, 5)), "orgs": np.zeros((1, 5))})
     savemat(tmp_path / "refnames_all.mat", {"refnames_all": np.array([["a.bmp"] * 5], object)})
     with pytest.raises(DataError, match="expected 982 entries"):
-        iq.read_live(tmp_path)
+        rd.read_live(tmp_path)
 
 
 def test_csiq_dmos_flipped_and_case_insensitive_files(tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_csiq_dmos_flipped_and_case_insensitive_files(tmp_path: Path) -> None:
     (tmp_path / "csiq.DMOS.csv").write_text(
         "image,dst_type,dst_lev,dmos_std,dmos\n1600,noise,1,0.02,0.2\n1600,jpeg 2000,3,0.1,0.75\n"
     )
-    t = iq.read_csiq(tmp_path)
+    t = rd.read_csiq(tmp_path)
     a, b = t.records
     assert (a.image, a.reference) == ("dst_imgs/awgn/1600.AWGN.1.png", "src_imgs/1600.png")
     assert a.score == pytest.approx(0.8, abs=1e-12) and b.score == pytest.approx(0.25, abs=1e-12)
@@ -113,7 +114,7 @@ def test_tid2013_mos_and_reference_case(tmp_path: Path) -> None:
     (tmp_path / "distorted_images/I25_01_1.bmp").write_bytes(b"")
     (tmp_path / "mos_with_names.txt").write_text("5.51429 i01_01_1.bmp\n3.8649 i25_01_1.bmp\n")
     (tmp_path / "mos_std.txt").write_text("0.1\n0.2\n")
-    t = iq.read_tid2013(tmp_path)
+    t = rd.read_tid2013(tmp_path)
     a, b = t.records
     assert a.score == pytest.approx(5.51429) and a.raw_direction == "higher"
     assert a.image == "distorted_images/i01_01_1.bmp" and a.ref_id == "I01"
@@ -129,7 +130,7 @@ def test_pipal_elo(tmp_path: Path) -> None:
     (tmp_path / "Train_Label/A0001.txt").write_text(
         "A0001_00_00.bmp,1520.0648\nA0001_10_03.bmp,916.7\n"
     )
-    t = iq.read_pipal(tmp_path)
+    t = rd.read_pipal(tmp_path)
     a, b = t.records
     assert a.image == "Distortion_2/A0001_00_00.bmp" and a.reference == "Train_Ref/A0001.bmp"
     assert a.score == pytest.approx(1520.0648) and b.score == pytest.approx(916.7)
@@ -143,21 +144,21 @@ def test_clive_and_biq_readers_on_tiny_files(tmp_path: Path) -> None:
     (tmp_path / "b/scores.csv").write_text(
         "image_name,mos_0_1,upstream_split\nss01 (8).jpg,0.11,test\n"
     )
-    c = iq.read_clive(tmp_path / "c").records[0]
-    b = iq.read_biq2021(tmp_path / "b").records[0]
+    c = rd.read_clive(tmp_path / "c").records[0]
+    b = rd.read_biq2021(tmp_path / "b").records[0]
     assert (c.image, c.score, c.score_std) == ("1.JPG", 73.5, 20.0)
     assert (b.image, b.score, b.split) == ("ss01 (8).jpg", 0.11, "test")
 
 
 def test_reader_missing_label_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dmos.csv"):
-        iq.read_kadid10k(tmp_path)
+        rd.read_kadid10k(tmp_path)
 
 
 @pytest.mark.shared_data
 def test_real_clive_scores() -> None:
     root = shared_data_path("clive")
-    t = iq.read_clive(root)
+    t = rd.read_clive(root)
     assert len(t) == 627 and t.score_range == (0.0, 100.0)
     first = t.records[0]
     assert first.image == "images/533.JPG" and first.score == pytest.approx(73.6235, abs=1e-9)
@@ -168,7 +169,7 @@ def test_real_clive_scores() -> None:
 @pytest.mark.shared_data
 def test_real_biq2021_names_with_spaces(tmp_path: Path) -> None:
     root = shared_data_path("biq2021")
-    t = iq.read_biq2021(root)
+    t = rd.read_biq2021(root)
     assert len(t) == 300
     assert t.records[0].image == "images/ss01 (852).jpg"
     assert t.records[0].score == pytest.approx(0.1111, abs=1e-9)

@@ -18,7 +18,8 @@ from tests.conftest import shared_data_path
 
 from percepta import cli
 from percepta.checkpoints import load_model
-from percepta.data.iqa_table import IqaTableConfig, build_iqa_table, read_clive, write_table
+from percepta.data.iqa_readers import read_clive
+from percepta.data.iqa_table import IqaTableConfig, build_iqa_table, write_table
 from percepta.data.synthetic.quality import generate_quality
 
 REPO = Path(__file__).resolve().parents[2]
