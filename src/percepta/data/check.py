@@ -837,12 +837,19 @@ def cli_check(args: argparse.Namespace) -> int:
     """``percepta data check PATH [--images DIR] [--no-images] [--json] [--max-report N]``.
 
     Prints one report per json file; exit status 1 when any file has errors. A ``.csv`` path
-    is an image-quality meta table (:func:`percepta.data.iqa_table.cli_check_table`).
+    is an image-quality meta table (:func:`percepta.data.iqa_table.cli_check_table`); an
+    ``.h5`` / ``.hdf5`` path or a folder holding ``VG-SGG*.h5`` is a Visual-Genome scene-graph
+    dataset (:func:`percepta.data.vg_sgg_check.cli_check_vg_sgg`).
     """
     if Path(args.path).suffix.lower() == ".csv":
         from percepta.data.iqa_table import cli_check_table
 
         return cli_check_table(args)
+    p = Path(args.path)
+    if p.suffix.lower() in (".h5", ".hdf5") or (p.is_dir() and any(p.glob("VG-SGG*.h5"))):
+        from percepta.data.vg_sgg_check import cli_check_vg_sgg
+
+        return cli_check_vg_sgg(args)
     files = _json_files(Path(args.path))
     reports = [
         check_coco(
