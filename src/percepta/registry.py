@@ -168,6 +168,7 @@ _COMPONENT_MODULES = (
     "percepta.data.coco",
     "percepta.data.image_folder",
     "percepta.data.iqa_table",
+    "percepta.data.vg_sgg_dataset",
     "percepta.detection.centernet",
     "percepta.detection.evaluation",
     "percepta.losses.focal",

@@ -203,8 +203,6 @@ def test_cli_writes_skips_and_overwrites(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["data", "synth", "--task", "relations", "--out", str(tmp_path)]) == 2
-    assert "not available yet" in capsys.readouterr().err
     assert main(["data", "synth", "--out", str(tmp_path / "y"), "--num-images", "0"]) == 2
     assert "--num-images" in capsys.readouterr().err
     assert main(["data", "synth", "--out", str(tmp_path / "y"), "--val-fraction", "1"]) == 2
@@ -214,7 +212,7 @@ def test_cli_errors(tmp_path, capsys):
     from percepta.data.synthetic import cli_synth
 
     with pytest.raises(NotAvailableError):
-        cli_synth(argparse.Namespace(task="relations", out=str(tmp_path)))
+        cli_synth(argparse.Namespace(task="segmentation", out=str(tmp_path)))
 
 
 def test_refuses_to_mix_with_a_foreign_dataset(tmp_path):

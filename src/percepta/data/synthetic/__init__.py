@@ -1,8 +1,10 @@
 """percepta.data.synthetic: the built-in procedural datasets, written in real formats.
 
-``percepta data synth --task detection`` writes COCO json + PNG (:func:`generate_detection`), so
-the built-in data goes through exactly the loaders a user's own data goes through. The
-``relations`` (VG-SGG h5) and ``quality`` (KADID-style csv) generators are not available yet.
+``percepta data synth --task detection`` writes COCO json + PNG (:func:`generate_detection`),
+``--task relations`` COCO json + VG-SGG h5 + PNG with controlled annotation bias
+(:func:`generate_relations`), ``--task quality`` a KADID-style IQA meta table + PNG
+(:func:`generate_quality`), so the built-in data goes through exactly the loaders a user's own
+data goes through.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 
 from percepta.data.synthetic.detection import generate_detection
 from percepta.data.synthetic.quality import DISTORTIONS, LEVELS, generate_quality
+from percepta.data.synthetic.relations import generate_relations, histogram_lines
 from percepta.data.synthetic.scene import SynthOptionError, render_image
 from percepta.errors import NotAvailableError
 
@@ -18,14 +21,23 @@ __all__ = [
     "cli_synth",
     "generate_detection",
     "generate_quality",
+    "generate_relations",
     "render_image",
     "SynthOptionError",
     "DEFAULT_NUM_IMAGES",
 ]
 
-DEFAULT_NUM_IMAGES = {"detection": 1000, "quality": 3000}
+DEFAULT_NUM_IMAGES = {"detection": 1000, "relations": 800, "quality": 3000}
 #: ``--image-size`` when the option is not given (``None``)
-DEFAULT_IMAGE_SIZE = {"detection": 256, "quality": 160}
+DEFAULT_IMAGE_SIZE = {"detection": 256, "relations": 128, "quality": 160}
+#: options of ``--task relations`` only (``None`` when not given) and their defaults
+RELATION_DEFAULTS = {
+    "test_fraction": 0.25,
+    "max_relations": 6,
+    "generic_prob": 0.3,
+    "unannotated": 0.3,
+    "zero_shot": 0.07,
+}
 _PER_REFERENCE = len(DISTORTIONS) * LEVELS
 
 
@@ -65,12 +77,18 @@ def cli_synth(args: argparse.Namespace) -> int:
     if task not in DEFAULT_NUM_IMAGES:
         raise NotAvailableError(
             f"data synth --task {task}: the built-in {task} dataset is not available yet in this "
-            "version of percepta (available: --task detection, --task quality)"
+            "version of percepta (available: --task detection, --task relations, --task quality)"
         )
+    given = [k for k in RELATION_DEFAULTS if getattr(args, k, None) is not None]
+    if task != "relations" and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise SynthOptionError(f"data synth: {flag} applies to --task relations only")
     num_images = DEFAULT_NUM_IMAGES[task] if args.num_images is None else args.num_images
     image_size = DEFAULT_IMAGE_SIZE[task] if args.image_size is None else args.image_size
     if task == "quality":
         return _cli_quality(args, num_images, image_size)
+    if task == "relations":
+        return _cli_relations(args, num_images, image_size)
     result = generate_detection(
         args.out,
         num_images=num_images,
@@ -105,4 +123,44 @@ def _cli_quality(args: argparse.Namespace, num_images: int, image_size: int) -> 
     print(f"  meta table {r['table']} (scores 1-5, higher is better; split by ref_id)")
     print("next:")
     print(f"  percepta data check {r['table']}")
+    return 0
+
+
+def _cli_relations(args: argparse.Namespace, num_images: int, image_size: int) -> int:
+    """``--task relations``: COCO objects + VG-SGG scene graphs + truth (see the generator)."""
+    extra = {
+        k: (v if (v := getattr(args, k, None)) is not None else d)
+        for k, d in RELATION_DEFAULTS.items()
+    }
+    r = generate_relations(
+        args.out, num_images=num_images, image_size=image_size,
+        val_fraction=getattr(args, "val_fraction", 0.2), seed=getattr(args, "seed", 0),
+        workers=getattr(args, "workers", None), progress=True, **extra,
+    )  # fmt: skip
+    o, out = r["options"], r["out"]
+    if r["skipped"]:
+        print(f"{out} already holds this dataset (same options, see {out}/synth_meta.json); "
+              "nothing regenerated")  # fmt: skip
+    else:
+        print(
+            f"wrote the built-in relation dataset (COCO json + VG-SGG h5 + PNG, "
+            f"{o['image_size']} px, seed {o['seed']}) to {out} in {r['seconds']:.1f} s"
+        )
+    for split, s in r["splits"].items():
+        print(
+            f"  {split:<5} {s['images']:>6} images, {s['objects']:>6} objects, "
+            f"{s['relations']:>6} relations  annotations/instances_{split}.json"
+        )
+    zs = r["zero_shot"]
+    print(
+        f"  num_val_im {r['num_val_im']} (val = the first split-0 images of VG-SGG.h5); "
+        f"{len(zs['held_out'])} triplet types held out of train + val, {len(zs['triplets'])} "
+        f"zero-shot types in {out}/zero_shot_triplets.json"
+    )
+    print("  annotated predicates (all images):")
+    for line in histogram_lines(r["predicate_counts"]["annotated"]):
+        print("  " + line)
+    print("next:")
+    print(f"  percepta data check {out}/annotations/instances_train.json")
+    print(f"  percepta train configs/detection/centernet_r18_builtin.yaml data.root={out}")
     return 0
