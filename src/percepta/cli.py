@@ -99,25 +99,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--num-images", type=int, default=None, help="images in total (default depends on the task)"
+        "--num-images",
+        type=int,
+        default=None,
+        help="images in total (default: 1000 for detection, 800 for relations, 3000 for quality)",
     )
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of images in val (relations: share of the train + val images)",
+    )
     p.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="square image side in pixels (default: 256 for detection, 160 for quality)",
+        help="square image side in pixels (default: 256 for detection, 128 for relations, "
+        "160 for quality)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    g = p.add_argument_group("relations only (--task relations)")
+    g.add_argument(
+        "--test-fraction", type=float, default=None, help="share of images in test (default 0.25)"
+    )
+    g.add_argument(
+        "--max-relations",
+        type=int,
+        default=None,
+        help="annotated relations per image at most (default 6)",
+    )
+    g.add_argument(
+        "--generic-prob",
+        type=float,
+        default=None,
+        help="base probability that a fine predicate is annotated by a generic one "
+        "(near / on / has / with; scaled per predicate and class; default 0.3)",
+    )
+    g.add_argument(
+        "--unannotated",
+        type=float,
+        default=None,
+        help="probability that a true relation is left unannotated (default 0.3)",
+    )
+    g.add_argument(
+        "--zero-shot",
+        type=float,
+        default=None,
+        help="share of the observed (subject, predicate, object) types held out of train + val "
+        "(default 0.07)",
+    )
     p.set_defaults(handler="data synth")
 
     p = _parser(dsub, "check", help="validate a dataset: report every defect per file and record")
-    p.add_argument("path", help="COCO annotation json (or a folder containing annotations/*.json)")
+    p.add_argument(
+        "path",
+        help="COCO annotation json (or a folder containing annotations/*.json), "
+        "or a VG-SGG .h5 (or a folder holding VG-SGG*.h5, with its dicts and image_data json)",
+    )
     p.add_argument(
         "--images",
         default=None,
-        help="image folder (default: guessed next to the json, e.g. ../val2017)",
+        help="image folder (COCO default: guessed next to the json, e.g. ../val2017; "
+        "VG-SGG: only checked when given)",
     )
     p.add_argument("--no-images", action="store_true", help="skip opening image files")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -193,22 +237,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="also print the per-class table")
     p.set_defaults(handler="score detection")
 
-    p = _parser(ssub, "scene-graph", help="R@K, ngR@K, mR@K, zR@K, A@K of a scene-graph file")
-    p.add_argument("file", help="results json in percepta's scene-graph schema (see docs/data.md)")
+    p = _parser(
+        ssub,
+        "scene-graph",
+        help="R@K, ngR@K, mR@K, zR@K, A@K of a scene-graph file (--protocol vrd: VRD recalls)",
+    )
+    p.add_argument(
+        "file",
+        help="results json: percepta's scene-graph schema, or with --protocol vrd a triplet "
+        "list (see docs/data.md)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["sgg", "vrd"],
+        default="sgg",
+        help="sgg: Scene-Graph-Benchmark metrics; vrd: predicate / phrase / relationship "
+        "detection R@50, R@100 (Lu et al., ECCV 2016)",
+    )
     p.add_argument(
         "--mode",
         choices=["predcls", "sgcls", "sgdet"],
         default=None,
-        help="override the file's mode",
+        help="override the file's mode (sgg)",
     )
     p.add_argument(
         "--box-convention",
-        choices=["vg", "xyxy"],
-        default="vg",
-        help="box format of the file: vg (inclusive pixels) or xyxy",
+        choices=["vg", "vrd", "xyxy"],
+        default=None,
+        help="box format of the file: vg / vrd (inclusive pixels; the default) or xyxy",
+    )
+    p.add_argument(
+        "--gt", default=None, help="vrd: ground-truth triplet json (else the file's ground_truth)"
+    )
+    p.add_argument(
+        "--zero-shot",
+        metavar="Z.json",
+        default=None,
+        help="vrd: zero-shot [subject, predicate, object] triplets (else the GT's zeroshot flags)",
+    )
+    p.add_argument(
+        "--gt-count",
+        choices=["rows", "matlab_length"],
+        default=None,
+        help="vrd: recall denominator: GT rows (default) or the official code's MATLAB length()",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", default=None, help="write the per-predicate R@K bar chart (PNG)")
+    p.add_argument("--plot", default=None, help="write the per-predicate R@K bar chart (PNG; sgg)")
     p.set_defaults(handler="score scene-graph")
 
     p = _parser(ssub, "quality", help="SROCC, KROCC, PLCC, RMSE (+ logistic fits)")

@@ -58,6 +58,13 @@ its ``do_vg_evaluation`` returns mean R@100 and its training loop feeds R@100 to
 plateau scheduler (``sgg.md`` §1.8, §3.1). Set ``"mR@100"`` for debiasing work (TDE), where R@K
 drops by design while mR@K rises. It must be a key that ``compute()`` returns for the chosen
 mode, K values and metrics (checked when the evaluator is built).
+
+**Protocol switch.** ``evaluator.protocol`` picks the rules: ``"sgg"`` (default, this module's
+:class:`SceneGraphEvaluator`) or ``"vrd"`` (the Visual Relationship Detection protocol of Lu et
+al., ECCV 2016: per-image top-K triplets, one-to-one greedy matching, recall = hits / GT over
+the whole set; :class:`percepta.scene_graph.vrd_protocol.VRDEvaluator`, built by the same
+:func:`build_scene_graph_evaluator`). Likewise ``percepta score scene-graph --protocol vrd``
+scores the triplet files of :mod:`percepta.scene_graph.triplet_io`.
 """
 
 from __future__ import annotations
@@ -86,10 +93,14 @@ from percepta.scene_graph.results_io import (
     official_table,
     read_results_file,
 )
+from percepta.scene_graph.triplet_io import cli_score_vrd
+from percepta.scene_graph.vrd_protocol import VRDEvaluator
 
 __all__ = [
     "SceneGraphEvaluator",
     "SceneGraphEvalOptions",
+    "VRDEvaluator",
+    "PROTOCOLS",
     "RelationMetric",
     "RELATION_METRICS",
     "register_relation_metric",
@@ -98,6 +109,7 @@ __all__ = [
 ]
 
 SKIP_REASONS = ("no_gt_relations", "no_prediction", "no_predicted_pairs")
+PROTOCOLS = ("sgg", "vrd")
 
 
 def _mean(values: np.ndarray) -> float:
@@ -521,19 +533,27 @@ class SceneGraphEvalOptions:
     iou_threshold: float = 0.5
     box_convention: str = "vg"  # vg (+1 pixel, official) | xyxy
     primary_metric: str = "R@100"  # keeps best.pt; the seed framework's model-selection metric
+    protocol: str = "sgg"  # sgg (Scene-Graph-Benchmark, above) | vrd (Lu et al. 2016, VRDEvaluator)
+    predicates_per_pair: int = 1  # vrd only: triplets per rel_pairs row (its best predicates)
+    gt_count: str = "rows"  # vrd only: recall denominator, rows | matlab_length (official code)
 
 
 @EVALUATORS.register(
     "scene_graph",
     options=SceneGraphEvalOptions,
-    help="scene graphs: R@K, ngR@K, mR@K, zR@K, A@K (official SGG semantics)",
+    help="scene graphs: R@K, ngR@K, mR@K, zR@K, A@K (official SGG semantics; protocol=vrd: VRD)",
 )
 def build_scene_graph_evaluator(
     options: SceneGraphEvalOptions | None, dataset: Any
-) -> SceneGraphEvaluator:
-    """Build the evaluator from its options; predicate names, their number and the zero-shot
-    triplets default to ``dataset.meta["predicate_names"]`` / ``["zero_shot_triplets"]``."""
+) -> SceneGraphEvaluator | VRDEvaluator:
+    """Build the evaluator from its options (``protocol`` picks :class:`SceneGraphEvaluator` or
+    :class:`VRDEvaluator`); predicate names, their number and the zero-shot triplets default to
+    ``dataset.meta["predicate_names"]`` / ``["zero_shot_triplets"]``."""
     opts = options if options is not None else SceneGraphEvalOptions()
+    if opts.protocol not in PROTOCOLS:
+        raise DataError(
+            f"evaluator.protocol must be one of {', '.join(PROTOCOLS)}, got {opts.protocol!r}"
+        )
     meta = dataset_meta(dataset)
     names = list(opts.predicate_names) or list(meta.get("predicate_names") or [])
     if names and names[0].startswith("__"):
@@ -547,6 +567,18 @@ def build_scene_graph_evaluator(
         )
     zs: Any = opts.zero_shot_triplets or meta.get("zero_shot_triplets")
     try:
+        if opts.protocol == "vrd":
+            return VRDEvaluator(
+                mode=opts.mode,
+                k=tuple(opts.k),
+                num_predicates=num,
+                zero_shot_triplets=zs,
+                iou_threshold=opts.iou_threshold,
+                box_convention=opts.box_convention,
+                predicates_per_pair=opts.predicates_per_pair,
+                gt_count=opts.gt_count,
+                primary_metric=opts.primary_metric,
+            )
         return SceneGraphEvaluator(
             mode=opts.mode,
             k=tuple(opts.k),
@@ -564,8 +596,14 @@ def build_scene_graph_evaluator(
 def cli_score(args: argparse.Namespace) -> int:
     """``percepta score scene-graph FILE.json`` (file format:
     :mod:`percepta.scene_graph.results_io`; flags: ``percepta.cli``). A bad record fails with one
-    line ``FILE: image <id>: ...``."""
+    line ``FILE: image <id>: ...``. ``--protocol vrd``: :func:`triplet_io.cli_score_vrd`."""
     from tqdm import tqdm
+
+    if getattr(args, "protocol", None) == "vrd":
+        return cli_score_vrd(args)
+    for flag, name in (("gt", "--gt"), ("zero_shot", "--zero-shot"), ("gt_count", "--gt-count")):
+        if getattr(args, flag, None):
+            raise DataError(f"{name} applies to --protocol vrd only")
 
     spec = read_results_file(args.file, getattr(args, "mode", None))
     records = spec["records"]
