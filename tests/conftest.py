@@ -37,3 +37,15 @@ def _single_thread_torch():
     torch.set_num_threads(min(n, 2))
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Statistics caches go to a per-session folder, never the user's ~/.cache."""
+    old = os.environ.get("PERCEPTA_CACHE_DIR")
+    os.environ["PERCEPTA_CACHE_DIR"] = str(tmp_path_factory.mktemp("percepta_cache"))
+    yield
+    if old is None:
+        os.environ.pop("PERCEPTA_CACHE_DIR", None)
+    else:
+        os.environ["PERCEPTA_CACHE_DIR"] = old

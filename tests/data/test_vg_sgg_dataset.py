@@ -138,3 +138,18 @@ def test_registered_and_built_through_the_engine(tmp_path):
     )
     ds = build_dataset(cfg, "train")
     assert isinstance(ds, VGSGGDataset) and len(ds) == 1
+
+
+def test_training_split_publishes_its_frequency_statistics(tmp_path):
+    # image 0 (val), images 1-2 (train): the statistics count the train split only
+    rels = ((0, 1, 2), (1, 0, 3))
+    _write(tmp_path, [_img(0, relations=((0, 1, 1),)), _img(1, relations=rels), _img(2)])
+    ds = _ds(tmp_path, split="train", num_val_im=1)
+    assert "statistics_file" not in _ds(tmp_path, split="val", num_val_im=1).meta
+    with np.load(ds.meta["statistics_file"]) as z:
+        fg = z["fg_matrix"]
+    expected = np.zeros((4, 4, 4), dtype=np.int64)  # classes / predicates with background 0
+    expected[1, 3, 2] += 1  # image 1: cat -> ball "near"
+    expected[3, 1, 3] += 1  # image 1: ball -> cat "has"
+    expected[1, 3, 1] += 1  # image 2: cat -> ball "on"
+    assert np.array_equal(fg, expected)

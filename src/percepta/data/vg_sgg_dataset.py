@@ -23,6 +23,12 @@ percepta's ``0..C-1`` (the file's 1-based classes minus one), ``relations [M,3]`
 (subject index, object index, predicate ``1..P``; 0 is "no relation"), ``image_id`` (the
 ``image_data.json`` id when it is an integer, else the h5 index), ``orig_size``.
 
+The training split publishes ``statistics_file`` in its ``meta``: the frequency statistics
+(``fg_matrix``, ``bg_matrix``, ``pred_dist``) of the official ``get_VG_statistics`` computed on
+this split's ``num_val_im`` carve-out (the official code fixes 5,000, more than small datasets
+have) and cached (:func:`percepta.data.vg_sgg.statistics_cached`); the relation model's
+frequency bias starts from them.
+
 Image files: ``image_data.json`` lists one record per h5 image (VG's 4 known-corrupted ids are
 dropped first, as officially; ``corrupted_ids: []`` keeps them). Unlike the official loader,
 which silently drops missing files and so shifts every later image onto the wrong graph, a
@@ -46,6 +52,7 @@ from percepta.data.vg_sgg import (
     VG_CORRUPTED_IMAGE_IDS,
     load_graphs,
     load_info,
+    statistics_cached,
 )
 from percepta.errors import DataError
 from percepta.registry import DATASETS
@@ -151,6 +158,9 @@ class VGSGGDataset(Dataset):
         }
         if self.zero_shot_triplets:
             self.meta["zero_shot_triplets"] = self.zero_shot_triplets
+        if self.train:  # the frequency statistics of this training split (cached .npz)
+            stats = statistics_cached(self.h5, self.dicts, num_val_im=int(cfg.num_val_im))
+            self.meta["statistics_file"] = str(stats["cache_file"])
 
     def __len__(self) -> int:
         return len(self._paths)
