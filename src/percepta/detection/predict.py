@@ -175,7 +175,10 @@ def _onnx_detector(path: str, device: str) -> Detector:
     if dev.type not in ("cpu", "cuda"):
         raise NotAvailableError(f"--device {device}: ONNX models run on cpu or cuda")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else None
-    onnx_model = OnnxPredictor(path, providers=providers)
+    from percepta.export.onnx_faster_rcnn import FasterRCNNOnnxPredictor, is_faster_rcnn_onnx
+
+    runner = FasterRCNNOnnxPredictor if is_faster_rcnn_onnx(path) else OnnxPredictor
+    onnx_model = runner(path, providers=providers)
     raw = dict(onnx_model.session.get_modelmeta().custom_metadata_map)
     try:  # exports that record the dataset's category ids (metadata "category_ids", JSON)
         ids = [int(i) for i in json.loads(raw.get("category_ids", "[]"))]

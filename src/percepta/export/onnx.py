@@ -271,6 +271,12 @@ def export_onnx(
     """
     import onnx
 
+    from percepta.export.onnx_faster_rcnn import export_faster_rcnn, is_faster_rcnn
+
+    if is_faster_rcnn(model):  # torchvision's own ONNX path (:mod:`.onnx_faster_rcnn`)
+        if decode != "full":
+            raise ExportError(f"decode={decode!r}: a Faster R-CNN exports decode=full only")
+        return export_faster_rcnn(model, path, top_k=top_k, opset=opset, example_size=example_size)
     _check_exportable(model)
     if example_size is None:
         size = (int(model.input_size), int(model.input_size))
@@ -421,6 +427,12 @@ def export_checkpoint(
         raise ExportError(_DEFORM_MESSAGE.format(where=f"checkpoint {ckpt_path}"))
     del ckpt
     model = load_model(ckpt_path, device="cpu", eval_mode=True)
+    from percepta.export.onnx_faster_rcnn import export_faster_rcnn_checkpoint, is_faster_rcnn
+
+    if is_faster_rcnn(model):  # torchvision's own ONNX path (:mod:`.onnx_faster_rcnn`)
+        return export_faster_rcnn_checkpoint(
+            model, ckpt_path, out_path, decode, top_k, opset, check
+        )
     _check_exportable(model)
     if out_path is None:
         out_path = ckpt_path.with_name(
