@@ -315,6 +315,31 @@ COVERED: dict[str, tuple[str, ...]] = {
         "tests/quality/test_quality_training.py::"
         "test_iqt_trains_from_the_shipped_config_and_eval_agrees_with_scipy",
     ),
+    "percepta predict runs/iqt_r18_builtin/checkpoints/last.pt --pairs "
+    "data/builtin_quality/quality.csv --out scores.csv": (
+        "tests/quality/test_predict.py::test_cli_pairs_csv_with_attention_overlays",
+    ),
+    "percepta predict runs/iqt_r18_builtin/checkpoints/last.pt distorted --reference references "
+    "--out scores": (
+        "tests/quality/test_predict.py::test_cli_full_reference_with_a_reference_folder",
+    ),
+    "percepta predict my_triq.pt photos --out scores.csv": (
+        "tests/quality/test_predict.py::test_cli_no_reference_folder_to_csv_with_a_counted_skip",
+    ),
+    "percepta predict runs/iqt_r18_builtin/checkpoints/last.pt --pairs "
+    "data/builtin_quality/quality.csv --out scores.csv --attention attention": (
+        "tests/quality/test_predict.py::test_cli_pairs_csv_with_attention_overlays",
+    ),
+    "percepta export runs/iqt_r18_builtin/checkpoints/last.pt": (
+        "tests/export/test_onnx_quality.py::test_cli_export_then_predict_with_the_onnx_file",
+    ),
+    "percepta predict runs/iqt_r18_builtin/checkpoints/last.onnx --pairs "
+    "data/builtin_quality/quality.csv --out scores_onnx.csv": (
+        "tests/export/test_onnx_quality.py::test_cli_export_then_predict_with_the_onnx_file",
+    ),
+    "percepta export my_triq.pt --dynamic --image-size 384 512": (
+        "tests/export/test_onnx_quality.py::test_cli_export_dynamic_triq",
+    ),
 }
 
 # Make targets a page runs, and what their recipe must mention (checked with `make -n`).
