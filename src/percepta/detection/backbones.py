@@ -1,7 +1,8 @@
 """Feature backbones for dense detectors: the last stage of a timm or torchvision network.
 
 * ``"resnet18"`` (any timm model name): ``timm.create_model(name, features_only=True,
-  out_indices=(-1,))``. Random initialisation by default; ``pretrained=True`` loads a **local**
+  out_indices=(out_index,))`` (the last stage by default; an earlier one, e.g. ResNet ``layer3``,
+  skips the later stages' compute). Random initialisation by default; ``pretrained=True`` loads a **local**
   file through timm's own loader (``pretrained_cfg_overlay=dict(file=path)``), which handles
   timm checkpoints (``.pth``/``.bin``/``.safetensors``) and drops the classifier. The file must
   hold the timm model's own keys (as ``timm.create_model(name).state_dict()`` names them); a
@@ -66,17 +67,23 @@ def _check_path(pretrained: bool, path: str, name: str) -> None:
         raise PerceptaError(f"model.pretrained_path: weights file not found: {path}")
 
 
-def _timm_backbone(name: str, pretrained: bool, path: str, output_stride: int) -> Backbone:
+def _timm_backbone(
+    name: str, pretrained: bool, path: str, output_stride: int, out_index: int = -1
+) -> Backbone:
     if not timm.is_model(name):
         names = timm.list_models()
         raise PerceptaError(f"model.backbone: unknown timm model {name!r}.{suggest(name, names)}")
-    kwargs: dict = {"features_only": True, "out_indices": (-1,)}
+    kwargs: dict = {"features_only": True, "out_indices": (out_index,)}
     if output_stride != 32:
         kwargs["output_stride"] = output_stride
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(path)}
     try:
         body = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except IndexError:
+        raise PerceptaError(
+            f"model.backbone_out_index={out_index}: {name!r} has no such feature stage"
+        ) from None
     except (RuntimeError, OSError, KeyError, ValueError) as e:
         where = f" from {path}" if pretrained else ""
         raise PerceptaError(f"model.backbone {name!r}: cannot build{where}: {e}") from e
@@ -140,7 +147,11 @@ def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride:
 
 
 def build_backbone(
-    name: str, pretrained: bool = False, pretrained_path: str = "", output_stride: int = 32
+    name: str,
+    pretrained: bool = False,
+    pretrained_path: str = "",
+    output_stride: int = 32,
+    out_index: int = -1,
 ) -> Backbone:
     """Build a last-stage feature backbone by name (see module docstring).
 
@@ -152,10 +163,18 @@ def build_backbone(
         output_stride: 32 (plain), or 16/8 for timm models: the last stage(s) keep the
             resolution and dilate instead (timm's ``output_stride``), so small inputs still
             have a usable last feature map (4x4 -> 8x8 at 128 px with 16).
+        out_index: the timm feature stage whose map is returned (timm's ``out_indices``):
+            -1 = the last; for a ResNet 3 = ``layer3`` (stride 16), and the stages after it are
+            not built, so they cost nothing (timm backbones only).
     """
     if output_stride not in (8, 16, 32):
         raise PerceptaError(f"model.output_stride must be 8, 16 or 32, got {output_stride}")
     _check_path(pretrained, pretrained_path, name)
     if name.startswith(_TV_PREFIX):
+        if out_index != -1:
+            raise PerceptaError(
+                f"model.backbone_out_index={out_index}: torchvision backbones end at layer4 "
+                "(-1); use the timm backbone of the same name for another stage"
+            )
         return _torchvision_backbone(name, pretrained, pretrained_path, output_stride)
-    return _timm_backbone(name, pretrained, pretrained_path, output_stride)
+    return _timm_backbone(name, pretrained, pretrained_path, output_stride, out_index)
