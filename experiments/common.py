@@ -104,6 +104,54 @@ def run(
     return result
 
 
+# options that change how a run is shown or scheduled, not what it learns
+_PRESENTATION_KEYS = {("overwrite",), ("resume",), ("train", "progress"), ("train", "num_workers")}
+
+
+def _strip(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(to_jsonable(cfg)))
+    for path in _PRESENTATION_KEYS:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    return out
+
+
+def adopt(config: str, name: str, overrides: list[str] = ()) -> bool:
+    """Adopt a finished run of ``config`` trained outside the script (``percepta train ...
+    name=<name>``): when its last checkpoint reached ``max_iters`` with the same config (up to
+    presentation options: progress bars, data-loader workers, overwrite/resume), write the
+    ``final_metrics.json`` that :func:`run` reuses, from the run's own final evaluation."""
+    cfg = config_lib.load(find_config(config), [f"name={name}", *overrides])
+    run_dir = Path(cfg.output_dir) / name
+    final, last = run_dir / "final_metrics.json", run_dir / "checkpoints" / "last.pt"
+    if final.is_file() or not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    if int(ckpt.get("iteration", 0)) < int(cfg.train.max_iters):
+        return False
+    if _strip(ckpt.get("config", {})) != _strip(config_lib.to_dict(cfg)):
+        return False
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    evals = [x for x in lines if "eval" in x]
+    if not evals:
+        return False
+    metrics = evals[-1]["eval"]
+    result = {
+        "metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
+        "per_class": metrics.get("per_class", []),
+        "train_seconds": round(float(evals[-1].get("time", 0.0)), 1),
+        "run_dir": str(run_dir),
+        "config": to_jsonable(config_lib.to_dict(cfg)),
+        "data_key": None,
+        "error": None,
+    }
+    final.write_text(json.dumps(result, indent=2))
+    print(f"[experiment] {name}: adopted the finished run in {run_dir}", flush=True)
+    return True
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file (e.g. a teacher checkpoint a later run depends on)."""
     with open(path, "rb") as f:

@@ -28,8 +28,11 @@ under 40 s on 2 cores (CenterNet uses timm's 0.4M-parameter ``test_resnet`` at 6
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +157,22 @@ FACTORIES: dict[str, Case] = {
         _detection_empty,
         zero_terms=("loss_wh", "loss_offset"),
     ),
+    "faster_rcnn": Case(
+        [
+            "model.backbone=test_resnet",
+            "model.num_classes=3",
+            "model.min_size=64",
+            "model.max_size=96",
+            "model.fpn_channels=16",
+            "model.representation_size=32",
+            "model.anchor_sizes=[8,16,32,64,128]",
+            "model.box_score_thresh=0.0",
+            "model.box_detections_per_img=10",
+        ],
+        _detection_batch,
+        _detection_empty,
+        zero_terms=("loss_box_reg", "loss_rpn_box_reg"),
+    ),
     "toy_boxes_model": Case(
         ["model.num_classes=3", "model.width=8"],
         _boxes_batch,
@@ -218,6 +237,95 @@ OUTPUT_CHECKS: dict[str, Callable[..., None]] = {
     toy.TASK_PAIRS: _check_score,
     "quality": _check_score,
 }
+
+
+# -- the relation model (scene graphs): a frozen tiny CenterNet checkpoint as its detector --
+
+
+def _relation_detector_checkpoint() -> str:
+    """A tiny untrained CenterNet checkpoint (the relation model's frozen detector)."""
+    import percepta
+    from percepta import checkpoints
+    from percepta import config as _config
+    from percepta.engine.build import build_model as _build
+
+    folder = Path(tempfile.mkdtemp(prefix="percepta_rel_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "det.pt"
+    cfg = _config.load(None, ["model.name=centernet", *FACTORIES["centernet"].overrides])
+    torch.manual_seed(0)
+    state = {
+        "format": checkpoints.FORMAT,
+        "version": checkpoints.VERSION,
+        "percepta_version": percepta.__version__,
+        "task": "detection",
+        "config": _config.to_dict(cfg),
+        "model": _build(cfg).state_dict(),
+        "ema": None,
+    }
+    checkpoints.save_checkpoint(state, path)
+    return str(path)
+
+
+def _relation_batch() -> Batch:
+    images = _images((64, 64), (48, 80))
+    targets = [
+        make_target(
+            [[4, 4, 30, 30], [20, 10, 60, 50], [35, 30, 60, 60]],
+            [0, 1, 2],
+            0,
+            (64, 64),
+            relations=torch.tensor([[0, 1, 1], [1, 2, 2]]),
+        ),
+        make_target(
+            [[2, 2, 40, 30], [30, 5, 70, 40]],
+            [2, 0],
+            1,
+            (48, 80),
+            relations=torch.tensor([[1, 0, 1]]),
+        ),
+    ]
+    return images, targets
+
+
+def _relation_empty() -> Batch:
+    images = _images((64, 64), (48, 80), seed=1)
+    return images, [
+        make_target([], [], 0, (64, 64), relations=torch.zeros(0, 3, dtype=torch.int64)),
+        make_target([], [], 1, (48, 80), relations=torch.zeros(0, 3, dtype=torch.int64)),
+    ]
+
+
+FACTORIES["relation"] = Case(
+    [
+        f"model.detector_checkpoint={_relation_detector_checkpoint()}",
+        "model.num_object_classes=3",
+        "model.num_predicates=2",
+        "model.roi_size=3",
+        "model.obj_dim=16",
+        "model.pooling_dim=16",
+        "model.hidden_dim=8",
+        "model.embed_dim=8",
+        "model.batch_size_per_image=16",
+    ],
+    _relation_batch,
+    _relation_empty,
+    zero_terms=("loss_rel", "loss_refine_obj"),
+)
+
+
+def _check_scene_graph(preds, images, targets, model):
+    _check_given_boxes(preds, images, targets, model)  # PredCls: the given boxes
+    for p in preds:
+        n, r = len(p["boxes"]), len(p["rel_pairs"])
+        assert p["rel_pairs"].shape == (r, 2) and p["rel_pairs"].dtype == torch.int64
+        assert p["rel_scores"].shape == (r, model.num_predicates + 1)
+        assert p["rel_labels"].shape == (r,)
+        assert r == 0 or int(p["rel_pairs"].max()) < n
+        torch.testing.assert_close(p["rel_scores"].sum(1), torch.ones(r), atol=1e-5, rtol=0)
+
+
+OUTPUT_CHECKS["scene_graph"] = _check_scene_graph
 
 
 # -- helpers -----------------------------------------------------------------------------------

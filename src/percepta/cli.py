@@ -30,8 +30,8 @@ HANDLERS: dict[str, str] = {
     "data convert": "percepta.data.convert:cli_convert",
     "train": "percepta.engine.launch:cli_train",
     "eval": "percepta.engine.launch:cli_eval",
-    "predict": "percepta.detection.predict:cli_predict",
-    "export": "percepta.export.onnx:cli_export",
+    "predict": "percepta.predict_dispatch:cli_predict",
+    "export": "percepta.predict_dispatch:cli_export",
     "score detection": "percepta.detection.evaluation:cli_score",
     "score scene-graph": "percepta.scene_graph.evaluation:cli_score",
     "score quality": "percepta.quality.evaluation:cli_score",
@@ -189,16 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(handler="eval")
 
-    p = _parser(sub, "predict", help="run a detector on images or folders")
+    p = _parser(
+        sub, "predict", help="run a detector, scene-graph or quality model on images or folders"
+    )
     p.add_argument("checkpoint", help="checkpoint .pt or exported .onnx model")
-    p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("--out", required=True, help="output folder (COCO-style json + drawn images)")
+    p.add_argument("images", nargs="*", help="image files and/or folders (quality: or use --pairs)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (detection: COCO-style json + drawn images; quality: scores.csv), "
+        "or for quality a .csv file",
+    )
     p.add_argument(
         "--coco",
         metavar="ANNOTATIONS.json",
         default=None,
         help="COCO file whose image ids the predictions take (matched by file name; "
-        "every image must be in it), so `percepta score detection` can read them",
+        "every image must be in it), so `percepta score detection` can read them; "
+        "PredCls / SGCls scene-graph models take each image's objects from it",
     )
     p.add_argument("--score-threshold", type=float, default=0.3, help="drawn boxes' minimum score")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
@@ -209,10 +217,33 @@ def build_parser() -> argparse.ArgumentParser:
         ".onnx models: cpu or cuda (onnxruntime providers)",
     )
     p.add_argument("--no-draw", action="store_true", help="only write the json")
+    g = p.add_argument_group("quality models only")
+    g.add_argument(
+        "--reference",
+        metavar="REF",
+        default=None,
+        help="full-reference models: the reference image of every image, or a folder with "
+        "each image's reference under the same relative name",
+    )
+    g.add_argument(
+        "--pairs",
+        metavar="CSV",
+        default=None,
+        help="csv with 'image' and 'reference' columns (paths relative to it; a percepta IQA "
+        "meta table works), instead of image arguments",
+    )
+    g.add_argument(
+        "--attention",
+        metavar="DIR",
+        default=None,
+        help="also write one PNG per image with the quality token's attention over it",
+    )
     p.set_defaults(handler="predict")
 
     p = _parser(sub, "export", help="export a checkpoint (ONNX with the decode in the graph)")
-    p.add_argument("checkpoint", help="detection checkpoint .pt written by `percepta train`")
+    p.add_argument(
+        "checkpoint", help="detection or quality checkpoint .pt written by `percepta train`"
+    )
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--out", default=None, help="output path (default: next to the checkpoint)")
     p.add_argument(
@@ -224,6 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=100, help="detections per image in the graph")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (11..20)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    g = p.add_argument_group("quality models only (IQT exports its crop size)")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        metavar="H [W]",
+        default=None,
+        help="TRIQ: traced input size (default: the size its position table was made for)",
+    )
+    g.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="TRIQ: dynamic height and width (sizes in the traced size's pooling regime)",
+    )
     p.set_defaults(handler="export")
 
     # score ---------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""Relation head on a frozen detector: PredCls training throughput and SGDet inference per image.
+
+1. ``relation_predcls_train``: seconds per training image (forward + backward + AdamW step) of
+   MOTIFS PredCls on the demo's CenterNet-R18, ours = the detector-feature cache
+   (``model.feature_cache_mb``, the detector runs once per image, then its features are reused),
+   baseline = the naive loop that reruns the frozen detector on every batch, as
+   Scene-Graph-Benchmark does (its batched call, under ``no_grad``). Both train the same model
+   on the same batches; timed over the epochs after the first (the cache's steady state), and
+   the first epoch is reported too.
+2. ``relation_sgdet_inference``: SGDet seconds per image (batch 1) with the breakdown detector /
+   relation head / post-processing; ours = batches of 8, baseline = one image at a time.
+
+The data is the built-in relation data (``percepta data synth --task relations``, 64 images
+written to a temporary folder); the detector is randomly initialised (its speed does not
+depend on its weights). Usage: ``python benchmarks/bench_relation.py [--quick] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/, from any cwd
+import torch  # noqa: E402
+
+from _common import emit, machine  # noqa: E402
+
+
+def _detector(num_classes: int) -> torch.nn.Module:
+    from percepta.detection.centernet import CenterNetConfig, build_centernet
+
+    cfg = CenterNetConfig(
+        backbone="resnet18",
+        output_stride=16,
+        neck_channels=[128, 64],
+        input_size=128,
+        num_classes=num_classes,
+        channels_last=True,
+    )
+    return build_centernet(cfg).eval()
+
+
+def _model(det: torch.nn.Module, ds, mode: str, cache_mb: float) -> torch.nn.Module:
+    from percepta.scene_graph.model import RelationModel, RelationOptions
+
+    opts = RelationOptions(
+        mode=mode,
+        num_object_classes=len(ds.object_names),
+        num_predicates=len(ds.predicate_names),
+        object_names=ds.object_names,
+        predicate_names=ds.predicate_names,
+        roi_channels=64,
+        obj_dim=256,
+        pooling_dim=256,
+        hidden_dim=128,
+        embed_dim=64,
+        batch_size_per_image=64,
+        feature_cache_mb=cache_mb,
+    )
+    torch.manual_seed(0)
+    return RelationModel(opts, detector=det)
+
+
+def _batches(ds, batch: int):
+    items = [ds[i] for i in range(len(ds))]
+    return [
+        ([im for im, _ in items[i : i + batch]], [t for _, t in items[i : i + batch]])
+        for i in range(0, len(items), batch)
+    ]
+
+
+def _train_epochs(model, batches, epochs: int) -> list[float]:
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for images, targets in batches:
+            losses = model(images, targets)
+            opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_training(ds, det, epochs: int, batch: int) -> None:
+    batches = _batches(ds, batch)
+    n = len(ds)
+    naive = _train_epochs(_model(det, ds, "predcls", 0), batches, epochs)
+    cached = _train_epochs(_model(det, ds, "predcls", 1024), batches, epochs)
+    ours, base = sum(cached[1:]) / (n * (epochs - 1)), sum(naive[1:]) / (n * (epochs - 1))
+    emit(
+        "relation_predcls_train",
+        ours,
+        base,
+        unit="s/image",
+        first_epoch={"ours": cached[0] / n, "baseline": naive[0] / n},
+        images=n,
+        batch=batch,
+        epochs=epochs,
+        machine=machine("torch", "torchvision"),
+    )
+
+
+def _sgdet_breakdown(model, images) -> dict[str, float]:
+    """Seconds for one ``images`` batch: detector (features + detections), relation head,
+    post-processing (the model's own steps, timed separately)."""
+    import percepta.scene_graph.model as rm
+
+    parts = {"detector": 0.0, "head": 0.0, "post": 0.0}
+    det, post = model.detector, model.postprocessor
+
+    class _Timed:
+        def __init__(self, fn, key):
+            self.fn, self.key = fn, key
+
+        def __call__(self, *a, **k):
+            t = time.perf_counter()
+            out = self.fn(*a, **k)
+            parts[self.key] += time.perf_counter() - t
+            return out
+
+    orig_run, orig_detect = model._run_detector, model._detect
+    model._run_detector = _Timed(orig_run, "detector")
+    model._detect = _Timed(orig_detect, "detector")
+    model.postprocessor = _Timed(post, "post")
+    t = time.perf_counter()
+    with torch.no_grad():
+        model(images)
+    total = time.perf_counter() - t
+    model._run_detector, model._detect, model.postprocessor = orig_run, orig_detect, post
+    parts["head"] = total - parts["detector"] - parts["post"]
+    parts["total"] = total
+    del det, rm
+    return parts
+
+
+def bench_sgdet(ds, det, n_images: int) -> None:
+    model = _model(det, ds, "sgdet", 0).eval()
+    images = [ds[i][0] for i in range(n_images)]
+    _sgdet_breakdown(model, images[:2])  # warm-up
+    one = {"detector": 0.0, "head": 0.0, "post": 0.0, "total": 0.0}
+    for im in images:
+        for k, v in _sgdet_breakdown(model, [im]).items():
+            one[k] += v / n_images
+    eight = {"detector": 0.0, "head": 0.0, "post": 0.0, "total": 0.0}
+    for i in range(0, n_images, 8):
+        for k, v in _sgdet_breakdown(model, images[i : i + 8]).items():
+            eight[k] += v / n_images
+    emit(
+        "relation_sgdet_inference",
+        eight["total"],
+        one["total"],
+        unit="s/image",
+        breakdown_batch8={k: round(v, 5) for k, v in eight.items()},
+        breakdown_batch1={k: round(v, 5) for k, v in one.items()},
+        images=n_images,
+        machine=machine("torch", "torchvision"),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke-test size")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from percepta.data.synthetic.relations import generate_relations
+    from percepta.data.vg_sgg_dataset import VGSGGDataset, VGSGGDatasetConfig
+
+    n = 16 if args.quick else 64
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("PERCEPTA_CACHE_DIR", tmp)
+        info = generate_relations(tmp, num_images=int(n / 0.6) + 1, workers=1)
+        ds = VGSGGDataset(
+            VGSGGDatasetConfig(split="train", num_val_im=info["num_val_im"]), root=tmp
+        )
+        det = _detector(len(ds.object_names))
+        bench_training(ds, det, epochs=2 if args.quick else 4, batch=8)
+        bench_sgdet(ds, det, n_images=8 if args.quick else 32)
+
+
+if __name__ == "__main__":
+    main()
