@@ -118,6 +118,16 @@ def _strip(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _same_run(trained: Any, wanted: Any) -> bool:
+    """Configs equal, where an option left unset in ``wanted`` (``[]``, ``0``, ``""``) may hold
+    the dataset fact the run filled in (class names, category ids, ...)."""
+    if isinstance(trained, dict) and isinstance(wanted, dict):
+        return set(trained) == set(wanted) and all(
+            _same_run(trained[k], wanted[k]) for k in trained
+        )
+    return trained == wanted or (wanted in ([], 0, "") and trained not in (None,))
+
+
 def adopt(config: str, name: str, overrides: list[str] = ()) -> bool:
     """Adopt a finished run of ``config`` trained outside the script (``percepta train ...
     name=<name>``): when its last checkpoint reached ``max_iters`` with the same config (up to
@@ -131,7 +141,7 @@ def adopt(config: str, name: str, overrides: list[str] = ()) -> bool:
     ckpt = load_checkpoint(last)
     if int(ckpt.get("iteration", 0)) < int(cfg.train.max_iters):
         return False
-    if _strip(ckpt.get("config", {})) != _strip(config_lib.to_dict(cfg)):
+    if not _same_run(_strip(ckpt.get("config", {})), _strip(config_lib.to_dict(cfg))):
         return False
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     evals = [x for x in lines if "eval" in x]

@@ -256,6 +256,7 @@ _BALANCE = (
 )
 _EVAL = "tests/test_pipeline.py::test_eval_cli_json_reaches_measured_ap_and_agrees_with_pycocotools"
 _MAKE = "tests/test_docs.py::test_make_targets_dry_run"
+_SGG_PIPELINE = "tests/scene_graph/test_sgg_pipeline.py::test_motifs_and_freq_train_and_evaluate"
 COVERED: dict[str, tuple[str, ...]] = {
     "make demo": ("tests/test_demo.py::test_quick_demo_end_to_end", _MAKE),
     "make test": (_MAKE,),
@@ -308,6 +309,14 @@ COVERED: dict[str, tuple[str, ...]] = {
         "tests/data/test_convert.py::test_pennfudan_real_against_annotation_txt",
         "tests/data/test_convert.py::test_cli_convert",
     ),
+    "percepta data convert vrd ../shared/data/vrd --out data/vrd": (
+        "tests/data/test_convert_vrd.py::test_real_vrd_counts",
+    ),
+    "percepta train configs/scene_graph/motifs_predcls_vrd.yaml "
+    "model.detector_checkpoint=runs/centernet_vrd_smoke/checkpoints/last.pt": (
+        "tests/data/test_convert_vrd.py::test_motifs_trains_and_evaluates_on_converted_vrd",
+        "tests/test_config.py::test_every_shipped_config_loads",
+    ),
     "percepta data synth --task quality --out data/builtin_quality --image-size 128": (
         "tests/data/test_synth_quality.py::test_cli_quality_and_rerun_is_skipped",
     ),
@@ -336,6 +345,19 @@ COVERED: dict[str, tuple[str, ...]] = {
     "percepta predict runs/iqt_r18_builtin/checkpoints/last.onnx --pairs "
     "data/builtin_quality/quality.csv --out scores_onnx.csv": (
         "tests/export/test_onnx_quality.py::test_cli_export_then_predict_with_the_onnx_file",
+    ),
+    "percepta data synth --task relations --out data/relations --num-images 2000": (
+        "tests/data/test_synth_relations.py::test_cli_writes_skips_and_regenerates",
+        _SGG_PIPELINE,
+    ),
+    "percepta train configs/scene_graph/centernet_r18_relations.yaml": (_SGG_PIPELINE,),
+    "percepta train configs/scene_graph/motifs_predcls_builtin.yaml": (_SGG_PIPELINE,),
+    "percepta train configs/scene_graph/freq_predcls_builtin.yaml": (
+        "tests/scene_graph/test_sgg_pipeline.py::test_motifs_and_freq_train_and_evaluate",
+    ),
+    "percepta predict runs/motifs_predcls_builtin/checkpoints/last.pt data/relations/images "
+    "--out graphs --coco data/relations/annotations/instances_test.json": (
+        "tests/scene_graph/test_sgg_pipeline.py::test_predict_writes_graph_json_and_pictures",
     ),
     "percepta export my_triq.pt --dynamic --image-size 384 512": (
         "tests/export/test_onnx_quality.py::test_cli_export_dynamic_triq",

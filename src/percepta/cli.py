@@ -168,11 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-report", type=int, default=50, help="problems listed per kind")
     p.set_defaults(handler="data check")
 
-    p = _parser(dsub, "convert", help="convert Pascal VOC or Penn-Fudan folders to COCO json")
-    p.add_argument("format", choices=["voc", "pennfudan"], help="source layout")
+    p = _parser(
+        dsub,
+        "convert",
+        help="convert Pascal VOC or Penn-Fudan folders to COCO json, VRD to VG-SGG files",
+    )
+    p.add_argument("format", choices=["voc", "pennfudan", "vrd"], help="source layout")
     p.add_argument("src", help="source folder")
-    p.add_argument("--out", required=True, help="output COCO json path")
-    p.add_argument("--split", default=None, help="VOC ImageSets/Main split name (e.g. train)")
+    p.add_argument(
+        "--out", required=True, help="output COCO json path (vrd: output folder for VG-SGG files)"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="VOC ImageSets/Main split name (e.g. train); vrd: test (default) or train",
+    )
     p.add_argument(
         "--classes", default=None, help="comma-separated class names (VOC; default: found)"
     )

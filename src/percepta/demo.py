@@ -6,7 +6,9 @@
 4. evaluate on the validation split (COCO AP family + optimal LRP, per class),
 5. export to ONNX with the whole decode in the graph and check parity with PyTorch,
 6. predict on a few held-out images and draw the boxes,
-7. write ``<out>/metrics.json`` and ``<out>/report.html``.
+7. scene graphs on the built-in relation data with that detector frozen: the FREQ baseline and
+   MOTIFS in PredCls, MOTIFS in SGDet (:mod:`percepta.demo_scene_graph`),
+8. write ``<out>/metrics.json`` and ``<out>/report.html``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def find_config(rel: str) -> Path:
 
 
 def _say(step: int, text: str) -> None:
-    print(f"\n[demo {step}/7] {text}", flush=True)
+    print(f"\n[demo {step}/8] {text}", flush=True)
 
 
 def _scalar_metrics(metrics: dict) -> dict[str, Any]:
@@ -157,21 +159,39 @@ def cli_demo(args: argparse.Namespace) -> int:
     _say(6, "predictions on held-out images")
     examples = predict_examples(ckpt, data_dir / "val", out / "predictions", n=8)
 
-    _say(7, "writing metrics.json and report.html")
+    _say(7, "scene graphs on the built-in relation data (the detector above, frozen)")
+    from percepta.demo_scene_graph import scene_graph_part
+
+    sgg = scene_graph_part(
+        ckpt, data_dir.parent / f"{data_dir.name}_relations", out / "scene_graphs", args.quick
+    )
+    for name, r in sgg["runs"].items():
+        m = r["metrics"]
+        print(
+            f"  {name:<15} R@50 {_f(m['R@50'])}  mR@50 {_f(m['mR@50'])}  zR@50 {_f(m['zR@50'])}"
+            f"  ({r['seconds']:.0f} s)"
+        )
+
+    _say(8, "writing metrics.json and report.html")
     result = {
         "metrics": summary,
         "per_class": metrics.get("per_class", []),
         "train_seconds": round(train_time, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "onnx": export_info,
+        "scene_graphs": {k: v for k, v in sgg.items() if k != "examples"},
         "config": config_lib.to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     from percepta.viz.run_report import detection_report
 
-    path = detection_report(out, result, examples)
+    path = detection_report(out, result, examples, scene_graph=sgg)
     print(f"\ndone in {result['total_seconds']:.0f} s: {out / 'metrics.json'}, {path}")
     return 0
+
+
+def _f(v: Any) -> str:
+    return "  n/a" if v is None else f"{v:.3f}"
 
 
 def _export(ckpt: Path, out: Path) -> dict:

@@ -344,7 +344,24 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
 
 
 def cli_convert(args: argparse.Namespace) -> int:
-    """``percepta data convert {voc,pennfudan} SRC --out JSON [--split S] [--classes a,b]``."""
+    """``percepta data convert {voc,pennfudan} SRC --out JSON [--split S] [--classes a,b]``;
+    ``percepta data convert vrd SRC --out DIR [--split test|train]``
+    (:func:`percepta.data.convert_vrd.vrd_to_vg_sgg`)."""
+    if args.format == "vrd":
+        from percepta.data.convert_vrd import vrd_to_vg_sgg
+
+        if args.classes:
+            raise DataError("--classes applies to the voc format only")
+        s = vrd_to_vg_sgg(args.src, args.out, split=args.split or "test")
+        zs = s["zero_shot"]
+        print(
+            f"wrote {args.out}: {s['images']} images ({s['skipped_no_image']} json entries "
+            f"without an image file skipped), {s['objects']} objects, {s['relations']} "
+            f"relations ({s['self_relations']} with subject == object dropped)"
+            + (f", {zs['triplets']} zero-shot triplets" if zs.get("written") else "")
+            + f"; images stay in {s['image_dir']} (data.train.image_dir / data.val.image_dir)"
+        )
+        return 0
     if args.format == "voc":
         coco = voc_to_coco(args.src, args.out, split=args.split, classes=args.classes)
     else:

@@ -29,9 +29,13 @@ _SUMMARY_KEYS = [
 
 
 def detection_report(
-    run_dir: str | Path, result: dict[str, Any], examples: Sequence[tuple[str | Path, str]] = ()
+    run_dir: str | Path,
+    result: dict[str, Any],
+    examples: Sequence[tuple[str | Path, str]] = (),
+    scene_graph: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<run_dir>/report.html`` from a demo/eval ``result`` dict and example images."""
+    """Write ``<run_dir>/report.html`` from a demo/eval ``result`` dict and example images
+    (and the demo's scene-graph part: :func:`percepta.demo_scene_graph.scene_graph_part`)."""
     run_dir = Path(run_dir)
     cfg = result.get("config", {})
     model = cfg.get("model", {})
@@ -91,4 +95,27 @@ def detection_report(
     if examples:
         rep.heading("Predictions on held-out images (score >= 0.3)")
         rep.gallery(examples)
+    if scene_graph:
+        _scene_graph_section(rep, scene_graph)
     return rep.write(run_dir / "report.html")
+
+
+_SGG_KEYS = ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "zR@50", "zR@100")
+
+
+def _scene_graph_section(rep: Report, sgg: dict[str, Any]) -> None:
+    rep.heading("Scene graphs (built-in relation data, test split; the detector above, frozen)")
+    rows = [
+        [name, r["mode"], r["predictor"], *[r["metrics"].get(k) for k in _SGG_KEYS], r["seconds"]]
+        for name, r in sgg.get("runs", {}).items()
+    ]
+    rep.table(["run", "mode", "predictor", *_SGG_KEYS, "train s"], rows)
+    rep.paragraph(
+        "R@K: share of ground-truth relations among the top K triplets (graph constraint); "
+        "mR@K: its mean over predicates (the long tail counts as much as the head); zR@K: "
+        "recall of triplets never seen in training. FREQ predicts from the class pair alone.",
+        "note",
+    )
+    rep.image(sgg.get("plot"), "MOTIFS PredCls: recall per predicate")
+    if sgg.get("examples"):
+        rep.gallery(sgg["examples"])
