@@ -395,6 +395,9 @@ def _float_images(images: Any) -> list[torch.Tensor]:
     return out
 
 
+_DETECTIONS = "_relation_model_detections"  # memo key in a cached image's DetectorFeatures.extra
+
+
 def _top_detections(det: dict[str, Any], k: int) -> dict[str, Any]:
     """The ``k`` highest-scoring detections (every per-detection entry kept aligned)."""
     scores = torch.as_tensor(det["scores"])
@@ -607,8 +610,12 @@ class RelationModel(nn.Module):
 
     def _detect(self, feats: Any) -> list[dict[str, torch.Tensor]]:
         """The detector's detections, each image's top ``max_detections`` by score."""
-        if isinstance(feats, list):
-            dets = [self.detector.detect(f)[0] for f in feats]
+        if isinstance(feats, list):  # per-image features (the cache's): memoise their detections
+            dets = []
+            for f in feats:
+                if _DETECTIONS not in f.extra:
+                    f.extra[_DETECTIONS] = self.detector.detect(f)[0]
+                dets.append(f.extra[_DETECTIONS])
         else:
             dets = self.detector.detect(feats)
         return [_top_detections(d, self.options.max_detections) for d in dets]
