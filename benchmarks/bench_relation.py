@@ -1,7 +1,8 @@
 """Relation head on a frozen detector: PredCls training throughput and SGDet inference per image.
 
 1. ``relation_predcls_train``: seconds per training image (forward + backward + AdamW step) of
-   MOTIFS PredCls on the demo's CenterNet-R18, ours = the detector-feature cache
+   MOTIFS PredCls on the demo's CenterNet-R18 (AdamW as ``percepta train`` builds it), ours =
+   the detector-feature cache
    (``model.feature_cache_mb``, the detector runs once per image, then its features are reused),
    baseline = the naive loop that reruns the frozen detector on every batch, as
    Scene-Graph-Benchmark does (its batched call, under ``no_grad``). Both train the same model
@@ -34,7 +35,7 @@ def _detector(num_classes: int) -> torch.nn.Module:
 
     cfg = CenterNetConfig(
         backbone="resnet18",
-        output_stride=16,
+        backbone_out_index=3,
         neck_channels=[128, 64],
         input_size=128,
         num_classes=num_classes,
@@ -73,8 +74,10 @@ def _batches(ds, batch: int):
 
 
 def _train_epochs(model, batches, epochs: int) -> list[float]:
+    from percepta.engine.optim import build_optimizer
+
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    opt = build_optimizer(model, {"name": "adamw", "lr": 1e-3})  # as percepta train builds it
     times = []
     for _ in range(epochs):
         t = time.perf_counter()

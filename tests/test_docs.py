@@ -275,6 +275,11 @@ COVERED: dict[str, tuple[str, ...]] = {
         "tests/test_config.py::test_every_shipped_config_loads",
         _MAKE,
     ),
+    "make exp-sgg": (
+        "tests/scene_graph/test_sgg_pipeline.py::test_motifs_and_freq_train_and_evaluate",
+        "tests/test_config.py::test_every_shipped_config_loads",
+        _MAKE,
+    ),
     ".venv/bin/python experiments/where_detections_land.py runs/mt_teacher_b/checkpoints/last.pt "
     "--cls triangle --ann data/builtin_mt/annotations/instances_val.json "
     "--images data/builtin_mt/val": (
@@ -373,6 +378,7 @@ MAKE_RECIPES = {
     "exp-distill": "experiments/distill_r50_r18.py",
     "exp-balance": "experiments/loss_balance.py",
     "exp-iqt": "experiments/iqt_builtin.py",
+    "exp-sgg": "experiments/sgg_builtin.py",
 }
 
 
