@@ -1,15 +1,18 @@
 """Relation head on a frozen detector: PredCls training throughput and SGDet inference per image.
 
-1. ``relation_predcls_train``: seconds per training image (forward + backward + AdamW step) of
-   MOTIFS PredCls on the demo's CenterNet-R18 (AdamW as ``percepta train`` builds it), ours =
+1. ``relation_predcls_train_<detector>``: seconds per training image (forward + backward +
+   AdamW step, built as ``percepta train`` builds it) of MOTIFS PredCls on each frozen detector
+   of the scene-graph experiments (CenterNet-R18 dilated, the demo's CenterNet-R18 layer3,
+   Faster R-CNN-R18-FPN), ours =
    the detector-feature cache
    (``model.feature_cache_mb``, the detector runs once per image, then its features are reused),
    baseline = the naive loop that reruns the frozen detector on every batch, as
    Scene-Graph-Benchmark does (its batched call, under ``no_grad``). Both train the same model
    on the same batches; timed over the epochs after the first (the cache's steady state), and
    the first epoch is reported too.
-2. ``relation_sgdet_inference``: SGDet seconds per image (batch 1) with the breakdown detector /
-   relation head / post-processing; ours = batches of 8, baseline = one image at a time.
+2. ``relation_sgdet_inference``: SGDet seconds per image with the breakdown detector / relation
+   head / post-processing (the CPU preset's 20 best detections, so up to 380 pairs per image);
+   ours = batches of 8, baseline = one image at a time.
 
 The data is the built-in relation data (``percepta data synth --task relations``, 64 images
 written to a temporary folder); the detector is randomly initialised (its speed does not
@@ -30,12 +33,31 @@ import torch  # noqa: E402
 from _common import emit, machine  # noqa: E402
 
 
-def _detector(num_classes: int) -> torch.nn.Module:
+def _detector(kind: str, num_classes: int) -> torch.nn.Module:
+    """The frozen detectors of the scene-graph experiments (configs/scene_graph/...):
+    ``centernet`` = CenterNet-R18 with the dilated layer4 (centernet_r18_relations.yaml),
+    ``centernet_layer3`` = the demo's lighter one, ``faster_rcnn`` = the R18-FPN preset."""
+    if kind == "faster_rcnn":
+        from percepta.detection.faster_rcnn import FasterRCNNConfig, build_faster_rcnn
+
+        return build_faster_rcnn(
+            FasterRCNNConfig(
+                backbone="resnet18",
+                min_size=128,
+                max_size=128,
+                fpn_channels=32,
+                representation_size=256,
+                anchor_sizes=[16, 32, 64, 128, 256],
+                num_classes=num_classes,
+            )
+        ).eval()
     from percepta.detection.centernet import CenterNetConfig, build_centernet
 
+    layer3 = kind == "centernet_layer3"
     cfg = CenterNetConfig(
         backbone="resnet18",
-        backbone_out_index=3,
+        output_stride=32 if layer3 else 16,
+        backbone_out_index=3 if layer3 else -1,
         neck_channels=[128, 64],
         input_size=128,
         num_classes=num_classes,
@@ -45,6 +67,7 @@ def _detector(num_classes: int) -> torch.nn.Module:
 
 
 def _model(det: torch.nn.Module, ds, mode: str, cache_mb: float) -> torch.nn.Module:
+    from percepta.detection.relation_interface import relation_detector
     from percepta.scene_graph.model import RelationModel, RelationOptions
 
     opts = RelationOptions(
@@ -53,12 +76,13 @@ def _model(det: torch.nn.Module, ds, mode: str, cache_mb: float) -> torch.nn.Mod
         num_predicates=len(ds.predicate_names),
         object_names=ds.object_names,
         predicate_names=ds.predicate_names,
-        roi_channels=64,
+        roi_channels=int(relation_detector(det).out_channels),
         obj_dim=256,
         pooling_dim=256,
         hidden_dim=128,
         embed_dim=64,
         batch_size_per_image=64,
+        max_detections=20,  # the CPU preset's (configs/scene_graph/motifs_predcls_builtin.yaml)
         feature_cache_mb=cache_mb,
     )
     torch.manual_seed(0)
@@ -90,14 +114,14 @@ def _train_epochs(model, batches, epochs: int) -> list[float]:
     return times
 
 
-def bench_training(ds, det, epochs: int, batch: int) -> None:
+def bench_training(ds, det, kind: str, epochs: int, batch: int) -> None:
     batches = _batches(ds, batch)
     n = len(ds)
     naive = _train_epochs(_model(det, ds, "predcls", 0), batches, epochs)
     cached = _train_epochs(_model(det, ds, "predcls", 1024), batches, epochs)
     ours, base = sum(cached[1:]) / (n * (epochs - 1)), sum(naive[1:]) / (n * (epochs - 1))
     emit(
-        "relation_predcls_train",
+        f"relation_predcls_train_{kind}",
         ours,
         base,
         unit="s/image",
@@ -182,9 +206,10 @@ def main() -> None:
         ds = VGSGGDataset(
             VGSGGDatasetConfig(split="train", num_val_im=info["num_val_im"]), root=tmp
         )
-        det = _detector(len(ds.object_names))
-        bench_training(ds, det, epochs=2 if args.quick else 4, batch=8)
-        bench_sgdet(ds, det, n_images=8 if args.quick else 32)
+        c = len(ds.object_names)
+        for kind in ("centernet", "centernet_layer3", "faster_rcnn"):
+            bench_training(ds, _detector(kind, c), kind, epochs=2 if args.quick else 4, batch=8)
+        bench_sgdet(ds, _detector("centernet", c), n_images=8 if args.quick else 32)
 
 
 if __name__ == "__main__":
