@@ -101,3 +101,25 @@ def _check_demo_outputs(out, data) -> None:
     for b64 in embedded:
         _assert_png(base64.b64decode(b64), 16)
     assert f"<td>AP</td><td>{m['AP']:.4f}</td>" in html  # the metric table shows this AP
+
+    # the scene-graph part: three runs on the demo's frozen detector, scored on the test split
+    sgg = result["scene_graphs"]["runs"]
+    assert set(sgg) == {"freq_predcls", "motifs_predcls", "motifs_sgdet"}
+    assert [sgg[k]["mode"] for k in ("freq_predcls", "motifs_predcls", "motifs_sgdet")] == [
+        "predcls",
+        "predcls",
+        "sgdet",
+    ]
+    for run in sgg.values():
+        r = run["metrics"]
+        assert all(0.0 <= r[k] <= 1.0 for k in ("R@20", "R@50", "R@100", "mR@50"))
+        assert r["R@20"] <= r["R@50"] <= r["R@100"]  # recall can only grow with K
+        assert run["seconds"] > 0
+    for name in ("freq_predcls", "motifs_predcls", "motifs_sgdet"):
+        assert (out / "scene_graphs" / name / "checkpoints" / "last.pt").is_file()
+    graphs = sorted((out / "scene_graphs" / "graphs").glob("*.png"))
+    assert len(graphs) == 4
+    for p in graphs:
+        _assert_png(p.read_bytes(), 300)
+    assert "Scene graphs (built-in relation data" in html
+    assert f"{sgg['motifs_predcls']['metrics']['R@50']:.4f}" in html
