@@ -232,3 +232,17 @@ def test_centernet_roi_features_pool_the_box_in_original_pixels():
 def test_detector_features_is_a_plain_dataclass():
     f = DetectorFeatures([torch.zeros(1)], [(3, 4)])
     assert f.extra == {} and f.image_sizes == [(3, 4)]
+
+
+def test_centernet_classify_reads_the_heat_map_cell_of_each_box_centre():
+    det = relation_detector(_centernet())
+    feats = det.features([_images()[1]])  # 48 x 80 letterboxed at scale 0.8, stride 4
+    heat = torch.rand_like(feats.extra["heads"]["heat"]) * 0.9 + 0.05
+    feats.extra["heads"]["heat"] = heat
+    # centres (20, 15) and (60, 26) px -> canvas (16, 12), (48, 20.8) -> cells (4, 3), (12, 5)
+    boxes = torch.tensor([[10.0, 5.0, 30.0, 25.0], [50.0, 12.0, 70.0, 40.0]])
+    (logits,) = det.classify(feats, [boxes])
+    s = torch.stack([heat[0, :, 3, 4], heat[0, :, 5, 12]])
+    expected = torch.cat([1 - s.max(1, keepdim=True).values, s], 1).log()
+    assert logits.shape == (2, det.num_classes + 1)
+    torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)

@@ -291,6 +291,27 @@ class CenterNetRelationAdapter(_Frozen):
         )
 
     @torch.no_grad()
+    def classify(
+        self, feats: DetectorFeatures, boxes: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Class logits ``[n, C+1]`` of given boxes (original pixels): the heat-map scores of
+        the cell holding each box centre, in the form of :meth:`detect`'s ``class_logits``
+        (``log s_c``, background ``log(1 - max s_c)``). SGCls uses them as the object prior."""
+        self._eval()
+        heat = feats.extra["heads"]["heat"]
+        stride = float(self.model.stride)
+        h, w = heat.shape[-2:]
+        out = []
+        for i, b in enumerate(boxes):
+            b = torch.as_tensor(b, dtype=torch.float32, device=heat.device).reshape(-1, 4)
+            scale = float(feats.extra["scales"][i])
+            cx = ((b[:, 0] + b[:, 2]) / 2 * scale / stride).floor().long().clamp(0, w - 1)
+            cy = ((b[:, 1] + b[:, 3]) / 2 * scale / stride).floor().long().clamp(0, h - 1)
+            s = heat[i][:, cy, cx].t().float().clamp(LOGIT_FLOOR, 1.0)
+            bg = (1.0 - s.max(1, keepdim=True).values).clamp(min=LOGIT_FLOOR)
+            out.append(torch.cat([bg, s], 1).log())
+        return out
+
     def detect(self, feats: DetectorFeatures) -> list[dict[str, torch.Tensor]]:
         from percepta.detection.centernet_decode import decode
 
