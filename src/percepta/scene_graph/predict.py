@@ -68,7 +68,10 @@ def graph_record(
     ]
     pairs = pred["rel_pairs"][:top_k].tolist()
     rel_scores = pred["rel_scores"][:top_k]
-    preds = rel_scores[:, 1:].argmax(1) + 1 if len(rel_scores) else torch.zeros(0, dtype=int)
+    if "rel_labels" in pred:  # the post-processor's own predicate choice
+        preds = pred["rel_labels"][:top_k]
+    else:
+        preds = rel_scores[:, 1:].argmax(1) + 1 if len(rel_scores) else torch.zeros(0, dtype=int)
     relations = []
     for (s, o), p, row in zip(pairs, preds.tolist(), rel_scores):
         triple = float(row[p]) * objects[s]["score"] * objects[o]["score"]
