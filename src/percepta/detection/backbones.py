@@ -29,7 +29,7 @@ from torch import nn
 from percepta.errors import PerceptaError
 from percepta.registry import suggest
 
-__all__ = ["Backbone", "build_backbone"]
+__all__ = ["Backbone", "build_backbone", "load_torchvision_weights"]
 
 _TV_PREFIX = "torchvision:"
 _TV_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -109,6 +109,28 @@ def _check_coverage(body: nn.Module, path: str, name: str) -> None:
         )
 
 
+def load_torchvision_weights(net: nn.Module, path: str, arch: str) -> None:
+    """Load a local torchvision ``state_dict`` file into ``net`` (``torch.load`` with
+    ``weights_only=True``); the classifier (``fc.*``) is ignored, every other key must fit, or
+    one PerceptaError names the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code, ...
+        raise PerceptaError(f"model.pretrained_path {path}: cannot read weights: {e}") from e
+    if not isinstance(state, dict):
+        raise PerceptaError(
+            f"model.pretrained_path {path}: expected a state_dict, got {type(state).__name__}"
+        )
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise PerceptaError(
+            f"model.pretrained_path {path}: not a torchvision {arch} state_dict "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
 def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride: int) -> Backbone:
     arch = name[len(_TV_PREFIX) :]
     if output_stride != 32:
@@ -123,22 +145,7 @@ def _torchvision_backbone(name: str, pretrained: bool, path: str, output_stride:
         )
     net = getattr(torchvision.models, arch)(weights=None)
     if pretrained:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt file, pickle with code, ...
-            raise PerceptaError(f"model.pretrained_path {path}: cannot read weights: {e}") from e
-        if not isinstance(state, dict):
-            raise PerceptaError(
-                f"model.pretrained_path {path}: expected a state_dict, got {type(state).__name__}"
-            )
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise PerceptaError(
-                f"model.pretrained_path {path}: not a torchvision {arch} state_dict "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        load_torchvision_weights(net, path, arch)
     from torchvision.models.feature_extraction import create_feature_extractor
 
     body = create_feature_extractor(net, return_nodes={"layer4": "out"})

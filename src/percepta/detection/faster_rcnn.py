@@ -53,7 +53,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from percepta.detection.backbones import _check_coverage, _check_path
+from percepta.detection.backbones import _check_coverage, _check_path, load_torchvision_weights
 from percepta.detection.centernet import IMAGENET_MEAN, IMAGENET_STD, _check_float_range
 from percepta.errors import ConfigError, DataError, PerceptaError
 from percepta.registry import MODELS, suggest
@@ -157,22 +157,7 @@ def _torchvision_resnet(arch: str, pretrained: bool, path: str) -> nn.Module:
     norm = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
     if pretrained:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt file, pickle with code, ...
-            raise PerceptaError(f"model.pretrained_path {path}: cannot read weights: {e}") from e
-        if not isinstance(state, dict):
-            raise PerceptaError(
-                f"model.pretrained_path {path}: expected a state_dict, got {type(state).__name__}"
-            )
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise PerceptaError(
-                f"model.pretrained_path {path}: not a torchvision {arch} state_dict "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        load_torchvision_weights(net, path, arch)
     return net
 
 

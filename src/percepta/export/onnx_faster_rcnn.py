@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.onnx.operators import shape_as_tensor
 
-from percepta.errors import CheckpointError, NotAvailableError
+from percepta.errors import CheckpointError
 
 __all__ = [
     "MODEL_NAME",
@@ -223,30 +223,10 @@ class FasterRCNNOnnxPredictor:
     def __init__(
         self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise NotAvailableError(f"onnxruntime is needed to run {path}: {e}") from None
+        from percepta.export.runtime import open_session
+
         self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"ONNX model not found: {self.path}")
-        providers = list(providers or ["CPUExecutionProvider"])
-        unknown = [p for p in providers if p not in ort.get_available_providers()]
-        if unknown:
-            raise NotAvailableError(
-                f"onnxruntime providers {unknown} are not available here "
-                f"(available: {ort.get_available_providers()})"
-            )
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=providers
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"cannot load ONNX model {self.path}: {first}") from None
+        self.session = open_session(self.path, providers, threads)
         raw = dict(self.session.get_modelmeta().custom_metadata_map)
         if raw.get("model") != MODEL_NAME:
             raise CheckpointError(f"{self.path} is not a percepta Faster R-CNN export")

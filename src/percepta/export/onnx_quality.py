@@ -392,25 +392,10 @@ class OnnxQualityPredictor:
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise NotAvailableError(f"onnxruntime is needed to run {path}: {e}") from None
+        from percepta.export.runtime import open_session
+
         self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"ONNX model not found: {self.path}")
-        providers = list(providers or ["CPUExecutionProvider"])
-        unknown = [p for p in providers if p not in ort.get_available_providers()]
-        if unknown:
-            raise NotAvailableError(
-                f"onnxruntime providers {unknown} are not available here "
-                f"(available: {ort.get_available_providers()})"
-            )
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"cannot load ONNX model {self.path}: {first}") from None
+        self.session = open_session(self.path, providers)
         self.metadata = _read_metadata(self.session, self.path)
         self.full_reference = bool(self.metadata["full_reference"])
         self.name = self.metadata["model"].upper()

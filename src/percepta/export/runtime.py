@@ -57,6 +57,38 @@ def _centernet_cls() -> type:
     return CenterNet
 
 
+def open_session(
+    path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``path`` (all graph optimisations; ``threads``
+    intra-op threads), or one-line errors: a missing file or an unreadable model
+    (:class:`CheckpointError`), a provider this onnxruntime lacks (:class:`NotAvailableError`).
+    Every percepta ONNX predictor opens its model through this."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise NotAvailableError(f"onnxruntime is needed to run {path}: {e}") from None
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX model not found: {path}")
+    providers = list(providers or ["CPUExecutionProvider"])
+    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    if unknown:
+        raise NotAvailableError(
+            f"onnxruntime providers {unknown} are not available here "
+            f"(available: {ort.get_available_providers()})"
+        )
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load ONNX model {path}: {first}") from None
+
+
 class _Geometry:
     """Carrier for ``CenterNet.preprocess``/``postprocess`` without a network (see module doc)."""
 
@@ -136,31 +168,8 @@ class OnnxPredictor:
         input_size: int | None = None,
         threads: int | None = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise NotAvailableError(f"onnxruntime is needed to run {path}: {e}") from None
         self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"ONNX model not found: {self.path}")
-        providers = list(providers or ["CPUExecutionProvider"])
-        unknown = [p for p in providers if p not in ort.get_available_providers()]
-        if unknown:
-            raise NotAvailableError(
-                f"onnxruntime providers {unknown} are not available here "
-                f"(available: {ort.get_available_providers()})"
-            )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=providers
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"cannot load ONNX model {self.path}: {first}") from None
+        self.session = open_session(self.path, providers, threads)
         self.metadata = read_metadata(self.session, self.path)
         m = self.metadata
         self.class_names: list[str] = m["class_names"]
