@@ -17,7 +17,6 @@ CPU time in all (about 6-7 s on 2 idle cores); PNGs use ``compress_level=1`` (ab
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import numbers
 import os
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from percepta.data.synthetic.parallel import ordered_map
 from percepta.data.synthetic.scene import GENERATOR_VERSION, SynthOptionError, render_image
 from percepta.data.synthetic.shapes import CLASS_FREQUENCIES, CLASS_NAMES
 from percepta.errors import DataError
@@ -325,22 +325,4 @@ def _result(
 
 
 def _run(tasks: list[tuple[int, int, int, str]], workers: int, progress: bool) -> list[list[tuple]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="synth detection", unit="img", disable=not progress)
-    results: list[list[tuple]] = []
-    try:
-        if workers <= 1 or mp.current_process().daemon:  # daemons may not have children
-            for t in tasks:
-                results.append(_render_and_save(t))
-                bar.update()
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else None
-            chunk = max(1, min(32, len(tasks) // (workers * 4)))
-            with mp.get_context(method).Pool(workers) as pool:
-                for r in pool.imap(_render_and_save, tasks, chunksize=chunk):
-                    results.append(r)
-                    bar.update()
-    finally:
-        bar.close()
-    return results
+    return ordered_map(_render_and_save, tasks, workers, progress, "synth detection", unit="img")

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
@@ -62,6 +61,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, features
 
+from percepta.data.synthetic.parallel import ordered_map
 from percepta.data.synthetic.scene import SynthOptionError, render_image
 from percepta.errors import DataError
 
@@ -303,24 +303,9 @@ def _prepare(out: Path, options: dict[str, Any]) -> bool:
 
 
 def _run(tasks: list[tuple], workers: int, progress: bool) -> list[list[dict[str, Any]]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="synth quality", unit="ref", disable=not progress)
-    results: list[list[dict[str, Any]]] = []
-    try:
-        if workers <= 1 or mp.current_process().daemon:
-            for t in tasks:
-                results.append(_make_reference(t))
-                bar.update()
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else None
-            with mp.get_context(method).Pool(workers) as pool:
-                for r in pool.imap(_make_reference, tasks):
-                    results.append(r)
-                    bar.update()
-    finally:
-        bar.close()
-    return results
+    return ordered_map(
+        _make_reference, tasks, workers, progress, "synth quality", unit="ref", chunksize=1
+    )
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

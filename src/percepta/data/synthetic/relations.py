@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import numbers
 import os
 import time
@@ -117,6 +116,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from percepta.data.synthetic.backgrounds import add_pixel_noise, make_background
+from percepta.data.synthetic.parallel import ordered_map
 from percepta.data.synthetic.scene import SynthOptionError
 from percepta.data.synthetic.shapes import (
     CLASS_FREQUENCIES,
@@ -845,25 +845,7 @@ def _write_meta(out: Path, options: dict[str, Any], summary: dict[str, Any] | No
 
 
 def _run(tasks: list[tuple], workers: int, progress: bool) -> list[dict[str, Any]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(tasks), desc="synth relations", unit="img", disable=not progress)
-    results: list[dict[str, Any]] = []
-    try:
-        if workers <= 1 or mp.current_process().daemon:  # daemons may not have children
-            for t in tasks:
-                results.append(_make_image(t))
-                bar.update()
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else None
-            chunk = max(1, min(32, len(tasks) // (workers * 4)))
-            with mp.get_context(method).Pool(workers) as pool:
-                for r in pool.imap(_make_image, tasks, chunksize=chunk):
-                    results.append(r)
-                    bar.update()
-    finally:
-        bar.close()
-    return results
+    return ordered_map(_make_image, tasks, workers, progress, "synth relations", unit="img")
 
 
 def generate_relations(
