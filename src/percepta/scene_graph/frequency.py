@@ -63,8 +63,19 @@ class FrequencyBias(nn.Module):
         self.num_objs = int(dist.shape[0])
         self.num_rels = int(dist.shape[2])
         self.obj_baseline = nn.Embedding(self.num_objs * self.num_objs, self.num_rels)
+        self.reset(dist)
+
+    def reset(self, pred_dist: Any) -> None:
+        """Re-initialise the bias from ``pred_dist [C, C, R]`` (the shape it was built with)."""
+        weight = self.obj_baseline.weight
+        pd = torch.as_tensor(pred_dist, dtype=weight.dtype)
+        if tuple(pd.shape) != (self.num_objs, self.num_objs, self.num_rels):
+            raise ValueError(
+                f"pred_dist has shape {list(pd.shape)}, expected "
+                f"[{self.num_objs}, {self.num_objs}, {self.num_rels}]"
+            )
         with torch.no_grad():
-            self.obj_baseline.weight.copy_(dist.reshape(-1, self.num_rels))
+            weight.copy_(pd.reshape(weight.shape).to(weight.device))
 
     def index_with_labels(self, pair_labels: torch.Tensor) -> torch.Tensor:
         """``[P, R]`` bias rows of ``pair_labels [P, 2]`` (subject class, object class)."""

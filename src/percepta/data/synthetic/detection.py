@@ -25,10 +25,10 @@ from typing import Any
 
 from PIL import Image
 
+from percepta.data.synthetic.folders import owned_by, refuse_foreign_files
 from percepta.data.synthetic.parallel import ordered_map
 from percepta.data.synthetic.scene import GENERATOR_VERSION, SynthOptionError, render_image
 from percepta.data.synthetic.shapes import CLASS_FREQUENCIES, CLASS_NAMES
-from percepta.errors import DataError
 
 __all__ = ["generate_detection", "split_sizes", "SUPERCATEGORY"]
 
@@ -181,29 +181,13 @@ def _readme(options: dict[str, Any], summary: dict[str, Any]) -> str:
 
 def _prepare_folder(out: Path) -> None:
     """Remove a previous synthetic dataset's files; refuse to mix with a foreign dataset."""
-    meta = out / "synth_meta.json"
-    if meta.exists():
-        try:
-            task = json.loads(meta.read_text())["options"]["task"]
-        except (OSError, ValueError, KeyError, TypeError):
-            task = "detection"
-        if task != "detection":
-            raise DataError(
-                f"{out} holds the built-in {task} dataset ({meta}); write the "
-                "detection dataset to another --out folder"
-            )
+    if owned_by(out, "detection"):
         for split in ("train", "val"):
             for p in (out / split).glob("*.png") if (out / split).is_dir() else ():
                 p.unlink()
             (out / "annotations" / f"instances_{split}.json").unlink(missing_ok=True)
         return
-    for sub in ("annotations", "train", "val"):
-        d = out / sub
-        if d.is_dir() and any(d.iterdir()):
-            raise DataError(
-                f"{d} already holds files that percepta did not generate (no "
-                f"{meta.name} beside it); choose an empty or new --out folder"
-            )
+    refuse_foreign_files(out, ("annotations", "train", "val"))
 
 
 def _existing(out: Path, options: dict[str, Any]) -> dict[str, Any] | None:

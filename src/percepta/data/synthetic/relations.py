@@ -116,6 +116,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from percepta.data.synthetic.backgrounds import add_pixel_noise, make_background
+from percepta.data.synthetic.folders import META_NAME, owned_by, refuse_foreign_files
 from percepta.data.synthetic.parallel import ordered_map
 from percepta.data.synthetic.scene import SynthOptionError
 from percepta.data.synthetic.shapes import (
@@ -786,17 +787,7 @@ _OUR_FILES = (
 
 def _prepare_folder(out: Path) -> None:
     """Remove a previous relation dataset's files; refuse to mix with anything else."""
-    meta = out / "synth_meta.json"
-    if meta.exists():
-        try:
-            task = json.loads(meta.read_text())["options"]["task"]
-        except (OSError, ValueError, KeyError, TypeError):
-            task = "detection"
-        if task != "relations":
-            raise DataError(
-                f"{out} holds the built-in {task} dataset ({meta}); write the relations "
-                "dataset to another --out folder"
-            )
+    if owned_by(out, "relations"):
         for p in (out / "images").glob("*.png") if (out / "images").is_dir() else ():
             p.unlink()
         for split in ("train", "val", "test"):
@@ -804,17 +795,11 @@ def _prepare_folder(out: Path) -> None:
         for name in _OUR_FILES:
             (out / name).unlink(missing_ok=True)
         return
-    for sub in ("annotations", "images"):
-        d = out / sub
-        if d.is_dir() and any(d.iterdir()):
-            raise DataError(
-                f"{d} already holds files that percepta did not generate (no {meta.name} "
-                "beside it); choose an empty or new --out folder"
-            )
+    refuse_foreign_files(out, ("annotations", "images"))
     for name in ("VG-SGG.h5", "VG-SGG-dicts.json", "image_data.json"):
         if (out / name).exists():
             raise DataError(
-                f"{out / name} exists and percepta did not generate it (no {meta.name} beside "
+                f"{out / name} exists and percepta did not generate it (no {META_NAME} beside "
                 "it); choose an empty or new --out folder"
             )
 

@@ -61,15 +61,7 @@ class FreqPredictor(nn.Module):
 
     def set_pred_dist(self, pred_dist: torch.Tensor) -> None:
         """Re-initialise the bias from ``pred_dist [C+1, C+1, R+1]``."""
-        weight = self.freq_bias.obj_baseline.weight
-        pd = torch.as_tensor(pred_dist, dtype=weight.dtype)
-        if pd.shape != (self.num_obj_classes, self.num_obj_classes, self.num_rel_classes):
-            raise ValueError(
-                f"pred_dist has shape {list(pd.shape)}, expected "
-                f"[{self.num_obj_classes}, {self.num_obj_classes}, {self.num_rel_classes}]"
-            )
-        with torch.no_grad():
-            weight.copy_(pd.reshape(weight.shape).to(weight.device))
+        self.freq_bias.reset(pred_dist)
 
     def forward(
         self,
