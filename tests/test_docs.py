@@ -168,6 +168,30 @@ def _clive_predictions(sandbox: Path) -> None:
     (sandbox / "my_predictions.csv").write_text("\n".join(lines) + "\n")
 
 
+def _shared_clive(sandbox: Path) -> Path:
+    root = sandbox.parent / "shared" / "data" / "clive"
+    if not (root / "scores.csv").is_file():
+        pytest.skip(f"shared dataset not found at {root}")
+    return root
+
+
+def _clive_table(sandbox: Path) -> None:
+    """tables/clive.csv as `percepta data convert clive` writes it (by the library call)."""
+    from percepta.data.iqa_readers import read_clive
+    from percepta.data.iqa_table import write_table
+
+    write_table(read_clive(_shared_clive(sandbox)), sandbox / "tables" / "clive.csv")
+
+
+def _clive_table_written(out: str, sandbox: Path) -> None:
+    import csv
+
+    with (sandbox / "tables" / "clive.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 627 and rows[0]["score"] == "73.6235", rows[0]  # scores.csv's first row
+    assert (sandbox / "tables" / rows[0]["image"]).resolve().is_file()
+
+
 def _dmos_pair(sandbox: Path) -> None:
     """10 images; the prediction falls exactly as the DMOS rises (a perfect ranking)."""
     (sandbox / "dmos.csv").write_text("image,mos\n" + "".join(f"i{k}.png,{k}\n" for k in range(10)))
@@ -240,6 +264,12 @@ RUN: dict[str, Run] = {
     "percepta score scene-graph tests/fixtures/sgg/tiny_predcls.json": Run(check=_lists("R @ 20")),
     "percepta score quality --pred my_predictions.csv --mos ../shared/data/clive/scores.csv "
     "--plot fit.png": Run(_clive_predictions, _png("fit.png")),
+    "percepta data convert clive ../shared/data/clive --out tables/clive.csv": Run(
+        lambda sandbox: _shared_clive(sandbox) and None, _clive_table_written
+    ),
+    "percepta data check tables/clive.csv": Run(
+        _clive_table, _lists("OK: 627 images (no-reference)")
+    ),
     "percepta score quality --pred p.csv --mos dmos.csv --lower-is-better --json": Run(
         _dmos_pair, _srocc_is_one
     ),

@@ -38,6 +38,10 @@ HANDLERS: dict[str, str] = {
     "bench": "percepta.cli:cli_bench",
 }
 
+# `data convert` formats that are IQA readers (percepta.data.iqa_readers.READERS, listed here so
+# that building the parser imports nothing; a test keeps the two in agreement)
+IQA_FORMATS = ("kadid10k", "koniq10k", "live", "csiq", "tid2013", "pipal", "clive", "biq2021")
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` shows every default, except the uninformative ``None`` and ``False`` (flags)."""
@@ -171,12 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(
         dsub,
         "convert",
-        help="convert Pascal VOC or Penn-Fudan folders to COCO json, VRD to VG-SGG files",
+        help="convert Pascal VOC or Penn-Fudan folders to COCO json, VRD to VG-SGG files, "
+        "IQA datasets to a meta-table csv",
     )
-    p.add_argument("format", choices=["voc", "pennfudan", "vrd"], help="source layout")
+    p.add_argument(
+        "format",
+        choices=["voc", "pennfudan", "vrd", *IQA_FORMATS],
+        help="source layout (IQA: kadid10k, koniq10k, live, csiq, tid2013, pipal, clive, biq2021)",
+    )
     p.add_argument("src", help="source folder")
     p.add_argument(
-        "--out", required=True, help="output COCO json path (vrd: output folder for VG-SGG files)"
+        "--out",
+        required=True,
+        help="output COCO json path (vrd: output folder for VG-SGG files; IQA: meta-table csv)",
     )
     p.add_argument(
         "--split",

@@ -364,3 +364,72 @@ def test_flip_score_by_hand() -> None:
     assert iq.flip_score(0.2, 0.0, 1.0, "lower") == pytest.approx(0.8)
     assert iq.flip_score(3.0, 1.0, 5.0, "higher") == 3.0
     assert math.isclose(iq.flip_score(-2.6, -3.0, 112.0, "lower"), 111.6)
+
+
+# ------------------------------------------------------- reader option, official split, convert
+
+
+def _tiny_biq(tmp_path: Path) -> Path:
+    """A BIQ2021-layout folder: 4 images (names with spaces), official splits train/test."""
+    root = tmp_path / "biq"
+    (root / "images").mkdir(parents=True)
+    lines = ["image_name,mos_0_1,upstream_split"]
+    for i, (score, split) in enumerate(
+        [(0.1, "train"), (0.7, "test"), (0.4, "train"), (0.9, "test")]
+    ):
+        _png(root / "images" / f"ss01 ({i}).jpg".replace(".jpg", ".png"), seed=i)
+        lines.append(f"ss01 ({i}).png,{score},{split}")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_dataset_reads_a_dataset_folder_through_its_reader(tmp_path: Path) -> None:
+    root = _tiny_biq(tmp_path)
+    cfg = iq.IqaTableConfig(table="biq", reader="biq2021", split="all")
+    ds = iq.build_iqa_table(cfg, root=str(tmp_path), train=False)  # relative to data.root
+    assert len(ds) == 4 and ds.meta["score_range"] == [0.0, 1.0]
+    img, target = ds[2]
+    expected = np.array(Image.open(root / "images" / "ss01 (2).png"))
+    assert torch.equal(img, torch.from_numpy(expected).permute(2, 0, 1))
+    assert float(target["score"]) == pytest.approx(0.4, abs=1e-7)
+
+
+def test_official_split_selects_rows_by_the_split_column(tmp_path: Path) -> None:
+    _tiny_biq(tmp_path)
+    make = lambda split: iq.build_iqa_table(  # noqa: E731
+        iq.IqaTableConfig(table="biq", reader="biq2021", split=split), root=str(tmp_path)
+    )
+    assert make("official:test").image_ids == [1, 3]
+    assert make("official:train").image_ids == [0, 2]
+    with pytest.raises(DataError, match=r"no row has official split 'val' \(the table has: test, train\)"):
+        make("official:val")
+
+
+def test_official_split_without_a_split_column_and_bad_reader(tmp_path: Path) -> None:
+    path = _fr_table(tmp_path)
+    with pytest.raises(DataError, match="no official split column"):
+        iq.build_iqa_table(iq.IqaTableConfig(table=str(path), split="official:test"))
+    with pytest.raises(DataError, match=r"'reader' must be one of .*clive.*not 'clvie'"):
+        iq.build_iqa_table(iq.IqaTableConfig(table=str(tmp_path), reader="clvie"))
+    with pytest.raises(DataError, match="clive dataset folder 'nowhere' not found"):
+        iq.build_iqa_table(iq.IqaTableConfig(table="nowhere", reader="clive"), root=str(tmp_path))
+
+
+def test_cli_convert_writes_a_meta_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _tiny_biq(tmp_path)
+    out = tmp_path / "tables" / "biq.csv"
+    assert main(["data", "convert", "biq2021", str(root), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "4 images (no-reference)" in said and "scores 0..1" in said
+    back = iq.read_table(out)
+    assert [r.score for r in back.records] == pytest.approx([0.1, 0.7, 0.4, 0.9], abs=1e-9)
+    assert [r.split for r in back.records] == ["train", "test", "train", "test"]
+    assert iq.check_table(out, open_images=True) == []
+    assert main(["data", "convert", "clive", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "clive dataset folder not found" in capsys.readouterr().err
+
+
+def test_cli_convert_formats_are_the_readers() -> None:
+    from percepta.cli import IQA_FORMATS
+
+    assert sorted(IQA_FORMATS) == sorted(rd.READERS)

@@ -346,7 +346,13 @@ def pennfudan_to_coco(src: str | os.PathLike, out: str | os.PathLike) -> dict:
 def cli_convert(args: argparse.Namespace) -> int:
     """``percepta data convert {voc,pennfudan} SRC --out JSON [--split S] [--classes a,b]``;
     ``percepta data convert vrd SRC --out DIR [--split test|train]``
-    (:func:`percepta.data.convert_vrd.vrd_to_vg_sgg`)."""
+    (:func:`percepta.data.convert_vrd.vrd_to_vg_sgg`);
+    ``percepta data convert {clive,kadid10k,...} SRC --out TABLE.csv``: an IQA dataset folder as
+    distributed to the meta-table csv (:mod:`percepta.data.iqa_readers`)."""
+    from percepta.data.iqa_readers import READERS
+
+    if args.format in READERS:
+        return _convert_iqa(args, READERS[args.format])
     if args.format == "vrd":
         from percepta.data.convert_vrd import vrd_to_vg_sgg
 
@@ -371,5 +377,26 @@ def cli_convert(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} "
         f"annotations, {len(coco['categories'])} categories"
+    )
+    return 0
+
+
+def _convert_iqa(args: argparse.Namespace, reader: Any) -> int:
+    """Read an IQA dataset folder with its reader and write the meta-table csv."""
+    from percepta.data.iqa_table import write_table
+
+    if args.split or args.classes:
+        raise DataError("--split and --classes apply to the voc format only")
+    src = Path(args.src)
+    if not src.is_dir():
+        raise DataError(f"{args.format} dataset folder not found: {src}")
+    table = reader(src)
+    path = write_table(table, args.out)
+    lo, hi = table.score_range
+    kind = "full-reference" if table.full_reference else "no-reference"
+    print(
+        f"wrote {path}: {len(table)} images ({kind}), {len(set(table.groups()))} content ids, scores "
+        f"{lo:g}..{hi:g} higher = better (raw: {table.raw_scale}, {table.raw_direction} is "
+        f"better); check the files with `percepta data check {path}`"
     )
     return 0

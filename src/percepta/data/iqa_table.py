@@ -62,7 +62,8 @@ Splits: :func:`split_folds` makes seeded k-fold splits **by content** (``ref_id`
 of one reference scene lands in the same fold, so no content leaks from train to test (for
 no-reference data ``ref_id`` defaults to the image itself, i.e. a split by image).
 
-The registered dataset ``iqa_table`` (:class:`IqaTableConfig`) reads a table and yields
+The registered dataset ``iqa_table`` (:class:`IqaTableConfig`) reads a table (or, with
+``reader: clive`` etc., the dataset folder as distributed: no conversion step needed) and yields
 ``(image uint8 [3,H,W], target)``, ``target = {"score": float32 [], "image_id": int,
 "reference": uint8 [3,H,W]}`` (``reference`` only for full-reference tables), with ``meta =
 {"score_range": [lo, hi], "full_reference": bool, "raw_direction", "raw_scale", ...}``.
@@ -99,6 +100,7 @@ __all__ = [
     "cli_check_table",
     "IqaTableConfig",
     "IqaTableDataset",
+    "load_table",
     "build_iqa_table",
 ]
 
@@ -481,8 +483,11 @@ class IqaTableConfig:
     """Options of an IQA meta-table dataset (``data.train`` / ``data.val``: ``name: iqa_table``)."""
 
     name: str = "iqa_table"
-    table: str = "???"  # meta-table csv; relative paths resolve against data.root, then cwd
-    split: str = "auto"  # train | test | all; auto = train for data.train, test for data.val
+    table: str = "???"  # meta-table csv (or, with reader, the dataset folder); data.root, then cwd
+    reader: str = ""  # "" = table is a meta-table csv; else a reader name (clive, kadid10k, ...)
+    # train | test | all (auto = train for data.train, test for data.val): the k-fold split; or
+    # official:<name>, the rows whose official split column is <name> (KonIQ's, BIQ2021's)
+    split: str = "auto"
     fold: int = 0  # which of the num_folds content-disjoint splits (0-based)
     num_folds: int = 5  # k of the k-fold split by ref_id (split_folds)
     seed: int = 0  # seed of the fold assignment
@@ -605,8 +610,13 @@ def _split_indices(table: MetaTable, cfg: IqaTableConfig, train: bool) -> np.nda
     split = cfg.split if cfg.split != "auto" else ("train" if train else "test")
     if split == "all":
         return None
+    if split.startswith("official:"):
+        return _official_rows(table, split.split(":", 1)[1])
     if split not in ("train", "test"):
-        raise DataError(f"dataset option 'split' must be train, test, all or auto, not {split!r}")
+        raise DataError(
+            "dataset option 'split' must be train, test, all, auto or official:<name>, "
+            f"not {split!r}"
+        )
     folds = split_folds(table, int(cfg.num_folds), int(cfg.seed))
     if not 0 <= int(cfg.fold) < len(folds):
         raise DataError(f"dataset option 'fold' must be in 0..{len(folds) - 1} (got {cfg.fold})")
@@ -614,14 +624,49 @@ def _split_indices(table: MetaTable, cfg: IqaTableConfig, train: bool) -> np.nda
     return train_idx if split == "train" else test_idx
 
 
+def _official_rows(table: MetaTable, name: str) -> np.ndarray:
+    """Row indices whose official ``split`` column is ``name``; an unknown name lists the known."""
+    found = sorted({r.split for r in table.records if r.split})
+    rows = np.array([i for i, r in enumerate(table.records) if r.split == name], dtype=np.int64)
+    if not found:
+        raise DataError(
+            f"{table.source}: split 'official:{name}' asked for, but the table has no official "
+            "split column (use the k-fold split: split train/test with fold and num_folds)"
+        )
+    if not len(rows):
+        raise DataError(
+            f"{table.source}: no row has official split {name!r} (the table has: "
+            f"{', '.join(found)})"
+        )
+    return rows
+
+
+def load_table(table: str, reader: str = "", root: str | os.PathLike = ".") -> MetaTable:
+    """A meta-table csv, or (``reader`` set) a dataset folder as distributed, read by
+    ``READERS[reader]`` (:mod:`percepta.data.iqa_readers`); relative paths try ``root``, then cwd."""
+    from percepta.data.coco import resolve_path
+
+    if table in ("", "???"):
+        raise DataError(
+            "dataset option 'table' is not set (an IQA meta-table csv, or with 'reader' the "
+            "dataset folder)"
+        )
+    if not reader:
+        return read_table(resolve_path(table, root, "meta table"))
+    from percepta.data.iqa_readers import READERS
+
+    if reader not in READERS:
+        raise DataError(
+            f"dataset option 'reader' must be one of {', '.join(sorted(READERS))} "
+            f"(or empty for a meta-table csv), not {reader!r}"
+        )
+    return READERS[reader](resolve_path(table, root, f"{reader} dataset folder", want_dir=True))
+
+
 @DATASETS.register("iqa_table", options=IqaTableConfig)
 def build_iqa_table(cfg: IqaTableConfig, root: str = ".", train: bool = True) -> IqaTableDataset:
     """Image-quality meta table (csv): scored images, optionally with references; k-fold by content."""
-    from percepta.data.coco import resolve_path
-
-    if cfg.table in ("", "???"):
-        raise DataError("dataset option 'table' is not set (path to an IQA meta-table csv)")
-    table = read_table(resolve_path(cfg.table, root, "meta table"))
+    table = load_table(cfg.table, cfg.reader, root)
     is_train = (cfg.split if cfg.split != "auto" else ("train" if train else "test")) == "train"
     return IqaTableDataset(
         table,
