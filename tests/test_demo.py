@@ -5,13 +5,16 @@ does not call) and with each other."""
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import math
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
+from scipy import stats
 
 from coco_reference import predict_as_coco_results, pycocotools_stats
 from percepta import cli
@@ -45,6 +48,7 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     code = cli.main(["demo", "--quick", "--out", str(out), "--data-dir", str(data)])
     assert code == 0
     _check_demo_outputs(out, data)
+    _check_quality_outputs(out, tmp_path / "builtin_quality")
 
 
 def _check_demo_outputs(out, data) -> None:
@@ -123,3 +127,85 @@ def _check_demo_outputs(out, data) -> None:
         _assert_png(p.read_bytes(), 300)
     assert "Scene graphs (built-in relation data" in html
     assert f"{sgg['motifs_predcls']['metrics']['R@50']:.4f}" in html
+
+
+def _read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_quality_outputs(out, qdata) -> None:
+    """The image-quality part: IQT trained on the quick built-in distortion data (5 references),
+    scored on the held-out reference of fold 0; values re-checked from the files it wrote."""
+    result = json.loads((out / "metrics.json").read_text())
+    q = result["quality"]
+    assert "examples" not in q  # the gallery stays in the report
+    m = q["metrics"]
+    for key in ("srocc", "krocc", "plcc", "plcc_logistic4"):
+        assert isinstance(m[key], float) and -1.0 <= m[key] <= 1.0, (key, m.get(key))
+    for key in ("rmse", "rmse_logistic4"):
+        assert isinstance(m[key], float) and math.isfinite(m[key]) and m[key] >= 0.0, key
+    run = q["runs"]["iqt_r18"]
+    assert run["model"] == "iqt" and run["backbone"] == "resnet18" and run["iterations"] == 3
+    assert run["seconds"] > 0 and q["seconds"] >= run["seconds"]
+
+    # the quick data: 5 references x 10 distortions x 5 levels; 5 folds -> 1 held-out reference
+    # whose 50 images are all scored (read the generated table ourselves)
+    table = _read_csv(qdata / "quality.csv")
+    assert len(table) == 250 and q["data"]["images"] == 250
+    mos_of = {r["image"]: float(r["score"]) for r in table}
+    rows = _read_csv(out / "quality" / "heldout_predictions.csv")
+    refs = {r["ref_id"] for r in rows}
+    assert len(refs) == 1 and sorted(refs) == q["data"]["held_out_references"]
+    assert len(rows) == 50 == m["n"] == q["data"]["held_out_images"]
+    assert {(r["distortion"], r["level"]) for r in rows} == {
+        (r["distortion"], r["level"]) for r in table if r["ref_id"] in refs
+    }
+    for r in rows:
+        assert float(r["mos"]) == pytest.approx(mos_of[r["image"]], abs=1e-9)
+
+    # the saved per-image predictions reproduce the evaluator's metrics (scipy / numpy here).
+    # The csv holds the table's exact scores, the evaluator saw them as float32 targets (error
+    # <= 3e-7 on a 1-5 scale): 1e-6 on PLCC / RMSE; SROCC (ranks) does not see the rounding.
+    pred = np.array([float(r["prediction"]) for r in rows])
+    mos = np.array([float(r["mos"]) for r in rows])
+    assert m["srocc"] == pytest.approx(stats.spearmanr(pred, mos).statistic, abs=1e-9)
+    assert m["plcc"] == pytest.approx(np.corrcoef(pred, mos)[0, 1], abs=1e-6)
+    assert m["rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - mos) ** 2))), abs=1e-6)
+
+    # independent re-scoring of two held-out images with the written checkpoint (one image at a
+    # time, where the evaluation batched them: float noise only; 1e-4 absolute on a 1-5 scale)
+    from percepta.quality import load
+
+    predictor = load(out / "quality" / "iqt_r18" / "checkpoints" / "last.pt", "cpu")
+    for r in (rows[0], rows[-1]):
+        score = predictor(qdata / r["image"], qdata / r["reference"])
+        assert score == pytest.approx(float(r["prediction"]), abs=1e-4), r["image"]
+
+    # the scatter plot and the attention overlays (distorted image 256 px over its overlay)
+    scatter = out / "quality" / "plots" / "heldout_scatter.png"
+    assert q["plot"] == str(scatter)
+    _assert_png(scatter.read_bytes(), 300)
+    overlays = sorted((out / "quality" / "attention").glob("*.png"))
+    assert len(overlays) == 4
+    for p in overlays:
+        img = Image.open(p)
+        img.load()
+        assert img.size == (256, 512), (p, img.size)
+        assert p.stem in {r["image"].split("/")[-1][:-4] for r in rows}
+
+    html = (out / "report.html").read_text()
+    assert "Image quality (built-in full-reference distortion data" in html
+    assert f"<td>{m['srocc']:.4f}</td>" in html and f"<td>{m['plcc']:.4f}</td>" in html
+    # each overlay's caption: the true score of its image and a prediction that agrees with
+    # the evaluation's (the caption rounds to 0.01)
+    by_stem = {r["image"].split("/")[-1][:-4]: r for r in rows}
+    figures = re.findall(r'alt="(ref\d+_[a-z0-9_]+)\.png"><figcaption>([^<]*)</figcaption>', html)
+    assert sorted(stem for stem, _ in figures) == [p.stem for p in overlays]
+    for stem, caption in figures:
+        found = re.search(r"\(ref (ref\d+)\): true ([\d.-]+), predicted ([\d.-]+)$", caption)
+        assert found, caption
+        r = by_stem[stem]
+        assert found.group(1) == r["ref_id"]
+        assert float(found.group(2)) == pytest.approx(float(r["mos"]), abs=0.0051)
+        assert float(found.group(3)) == pytest.approx(float(r["prediction"]), abs=0.0051)

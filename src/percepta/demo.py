@@ -8,7 +8,10 @@
 6. predict on a few held-out images and draw the boxes,
 7. scene graphs on the built-in relation data with that detector frozen: the FREQ baseline and
    MOTIFS in PredCls, MOTIFS in SGDet (:mod:`percepta.demo_scene_graph`),
-8. write ``<out>/metrics.json`` and ``<out>/report.html``.
+8. image quality on the built-in full-reference distortion data: IQT-R18 trained from scratch,
+   scored on held-out references (SROCC/KROCC/PLCC/RMSE), a scatter plot and attention overlays
+   (:mod:`percepta.demo_quality`),
+9. write ``<out>/metrics.json`` and ``<out>/report.html``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def find_config(rel: str) -> Path:
 
 
 def _say(step: int, text: str) -> None:
-    print(f"\n[demo {step}/8] {text}", flush=True)
+    print(f"\n[demo {step}/9] {text}", flush=True)
 
 
 def _scalar_metrics(metrics: dict) -> dict[str, Any]:
@@ -172,7 +175,20 @@ def cli_demo(args: argparse.Namespace) -> int:
             f"  ({r['seconds']:.0f} s)"
         )
 
-    _say(8, "writing metrics.json and report.html")
+    _say(8, "image quality: IQT-R18 on the built-in distortion data, held-out references")
+    from percepta.demo_quality import quality_part
+
+    quality = quality_part(
+        data_dir.parent / f"{data_dir.name}_quality", out / "quality", args.quick
+    )
+    qm = quality["metrics"]
+    print(
+        f"  {quality['data']['held_out_images']} held-out images: SROCC {_f(qm['srocc'])}  "
+        f"KROCC {_f(qm['krocc'])}  PLCC {_f(qm['plcc'])}  RMSE {_f(qm['rmse'])}"
+        f"  ({quality['seconds']:.0f} s)"
+    )
+
+    _say(9, "writing metrics.json and report.html")
     result = {
         "metrics": summary,
         "per_class": metrics.get("per_class", []),
@@ -180,12 +196,13 @@ def cli_demo(args: argparse.Namespace) -> int:
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "onnx": export_info,
         "scene_graphs": {k: v for k, v in sgg.items() if k != "examples"},
+        "quality": {k: v for k, v in quality.items() if k != "examples"},
         "config": config_lib.to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     from percepta.viz.run_report import detection_report
 
-    path = detection_report(out, result, examples, scene_graph=sgg)
+    path = detection_report(out, result, examples, scene_graph=sgg, quality=quality)
     print(f"\ndone in {result['total_seconds']:.0f} s: {out / 'metrics.json'}, {path}")
     return 0
 

@@ -33,9 +33,11 @@ def detection_report(
     result: dict[str, Any],
     examples: Sequence[tuple[str | Path, str]] = (),
     scene_graph: dict[str, Any] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<run_dir>/report.html`` from a demo/eval ``result`` dict and example images
-    (and the demo's scene-graph part: :func:`percepta.demo_scene_graph.scene_graph_part`)."""
+    (and the demo's scene-graph part: :func:`percepta.demo_scene_graph.scene_graph_part`, and
+    its image-quality part: :func:`percepta.demo_quality.quality_part`)."""
     run_dir = Path(run_dir)
     cfg = result.get("config", {})
     model = cfg.get("model", {})
@@ -97,6 +99,8 @@ def detection_report(
         rep.gallery(examples)
     if scene_graph:
         _scene_graph_section(rep, scene_graph)
+    if quality:
+        _quality_section(rep, quality)
     return rep.write(run_dir / "report.html")
 
 
@@ -119,3 +123,42 @@ def _scene_graph_section(rep: Report, sgg: dict[str, Any]) -> None:
     rep.image(sgg.get("plot"), "MOTIFS PredCls: recall per predicate")
     if sgg.get("examples"):
         rep.gallery(sgg["examples"])
+
+
+_QUALITY_KEYS = ("srocc", "krocc", "plcc", "rmse", "plcc_logistic4", "rmse_logistic4")
+
+
+def _quality_section(rep: Report, quality: dict[str, Any]) -> None:
+    data = quality.get("data", {})
+    rep.heading("Image quality (built-in full-reference distortion data, held-out references)")
+    rows = [
+        [
+            name,
+            f"{r.get('model', '?')} / {r.get('backbone', '?')}",
+            r.get("iterations"),
+            *[r["metrics"].get(k) for k in _QUALITY_KEYS],
+            r["metrics"].get("n"),
+            r.get("seconds"),
+        ]
+        for name, r in quality.get("runs", {}).items()
+    ]
+    labels = ["SROCC", "KROCC", "PLCC", "RMSE", "PLCC (logistic4)", "RMSE (logistic4)"]
+    rep.table(["run", "model", "iterations", *labels, "images", "train + eval s"], rows)
+    rep.paragraph(
+        f"{data.get('references', '?')} reference scenes x 10 distortions x 5 levels "
+        f"({data.get('images', '?')} images, {data.get('image_size', '?')} px); scored on the "
+        f"{data.get('held_out_images', '?')} images of the held-out references (fold "
+        f"{data.get('fold', '?')} of {data.get('num_folds', '?')}: "
+        f"{', '.join(data.get('held_out_references', []))}), which training never saw. "
+        "SROCC / KROCC: rank agreement with the true scores; PLCC / RMSE: of the raw "
+        "predictions, and after the fitted 4-parameter logistic. Higher is better except RMSE.",
+        "note",
+    )
+    rep.image(quality.get("plot"), "predicted vs. true score on the held-out images")
+    if quality.get("examples"):
+        rep.paragraph(
+            "The quality token's attention (IQT decoder cross-attention, averaged over heads and "
+            "test crops) below each distorted image.",
+            "note",
+        )
+        rep.gallery(quality["examples"])
