@@ -401,7 +401,9 @@ def test_official_split_selects_rows_by_the_split_column(tmp_path: Path) -> None
     )
     assert make("official:test").image_ids == [1, 3]
     assert make("official:train").image_ids == [0, 2]
-    with pytest.raises(DataError, match=r"no row has official split 'val' \(the table has: test, train\)"):
+    with pytest.raises(
+        DataError, match=r"no row has official split 'val' \(the table has: test, train\)"
+    ):
         make("official:val")
 
 
