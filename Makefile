@@ -35,7 +35,7 @@ clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
 
 # Issue #4 experiments (each run < 15 min on 2 CPU cores; finished runs are reused)
-.PHONY: exp-multi-teacher exp-distill exp-balance exp-iqt exp-sgg
+.PHONY: exp-multi-teacher exp-distill exp-balance exp-iqt exp-triq exp-sgg
 exp-multi-teacher: $(STAMP)
 	$(BIN)/python experiments/multi_teacher.py
 exp-distill: $(STAMP)
@@ -44,5 +44,7 @@ exp-balance: $(STAMP)
 	$(BIN)/python experiments/loss_balance.py
 exp-iqt: $(STAMP)
 	$(BIN)/python experiments/iqt_builtin.py
+exp-triq: $(STAMP)
+	$(BIN)/python experiments/triq_clive.py
 exp-sgg: $(STAMP)
 	$(BIN)/python experiments/sgg_builtin.py

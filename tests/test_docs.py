@@ -287,6 +287,9 @@ _BALANCE = (
 _EVAL = "tests/test_pipeline.py::test_eval_cli_json_reaches_measured_ap_and_agrees_with_pycocotools"
 _MAKE = "tests/test_docs.py::test_make_targets_dry_run"
 _SGG_PIPELINE = "tests/scene_graph/test_sgg_pipeline.py::test_motifs_and_freq_train_and_evaluate"
+_TRIQ_CLIVE = (
+    "tests/quality/test_quality_training.py::test_triq_trains_from_the_shipped_clive_config"
+)
 COVERED: dict[str, tuple[str, ...]] = {
     "make demo": ("tests/test_demo.py::test_quick_demo_end_to_end", _MAKE),
     "make test": (_MAKE,),
@@ -302,6 +305,15 @@ COVERED: dict[str, tuple[str, ...]] = {
     "make exp-iqt": (
         "tests/quality/test_quality_training.py::"
         "test_iqt_trains_from_the_shipped_config_and_eval_agrees_with_scipy",
+        "tests/test_config.py::test_every_shipped_config_loads",
+        _MAKE,
+    ),
+    "percepta train configs/quality/triq_r18_clive.yaml data.train.fold=1 data.val.fold=1 "
+    "name=triq_f1": (_TRIQ_CLIVE,),
+    "percepta eval runs/triq_f1/checkpoints/last.pt data.val.reader=biq2021 "
+    "data.val.table=biq2021 data.val.split=all": (_TRIQ_CLIVE,),
+    "make exp-triq": (
+        _TRIQ_CLIVE,
         "tests/test_config.py::test_every_shipped_config_loads",
         _MAKE,
     ),
@@ -408,6 +420,7 @@ MAKE_RECIPES = {
     "exp-distill": "experiments/distill_r50_r18.py",
     "exp-balance": "experiments/loss_balance.py",
     "exp-iqt": "experiments/iqt_builtin.py",
+    "exp-triq": "experiments/triq_clive.py",
     "exp-sgg": "experiments/sgg_builtin.py",
 }
 

@@ -123,3 +123,45 @@ def test_triq_trains_on_real_clive_scores(tmp_path, capsys):
     assert cli.main(["eval", str(ckpt), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 12 and -1.0 <= metrics["srocc"] <= 1.0
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_triq_trains_from_the_shipped_clive_config(tmp_path, capsys, monkeypatch):
+    """configs/quality/triq_r18_clive.yaml reads ../shared/data/clive in place (reader: clive),
+    holds out fold 0 (126 of the 627 images), and its cross-dataset eval command scores all
+    300 BIQ2021 images; tiny model and images so the test is fast."""
+    clive, biq = shared_data_path("clive"), shared_data_path("biq2021")
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "runs"
+    small = ["data.train.image_size=64", "data.val.image_size=64"]
+    args = [
+        "train",
+        "configs/quality/triq_r18_clive.yaml",
+        f"output_dir={out}",
+        f"data.root={clive.parent}",
+        "model.backbone=test_resnet",
+        *small,
+        "train.max_iters=2",
+        "train.batch_size=4",
+        "train.eval_period=0",
+        "train.num_workers=0",
+        "train.progress=false",
+        "train.tensorboard=false",
+    ]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    ckpt = out / "triq_r18_clive" / "checkpoints" / "last.pt"
+    assert cli.main(["eval", str(ckpt), "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["n"] == 126 and -1.0 <= own["srocc"] <= 1.0  # ceil(627 / 5) images in fold 0
+    cross = ["data.val.reader=biq2021", "data.val.table=biq2021", "data.val.split=all"]
+    assert cli.main(["eval", str(ckpt), *cross, f"data.root={biq.parent}", "--json"]) == 0
+    x = json.loads(capsys.readouterr().out)
+    assert x["n"] == 300 and -1.0 <= x["srocc"] <= 1.0
+    # the held-out fold never meets training: fold 0's test rows are disjoint from its train rows
+    split = lambda s: build_iqa_table(  # noqa: E731
+        IqaTableConfig(table=str(clive), reader="clive", split=s, fold=0), train=True
+    )
+    train, test = split("train"), split("test")
+    assert len(train) + len(test) == 627 and not set(train.image_ids) & set(test.image_ids)
