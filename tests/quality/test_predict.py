@@ -21,7 +21,10 @@ import percepta
 from percepta import checkpoints, cli, config
 from percepta.errors import CheckpointError, DataError
 
-TOL = 1e-5
+# scores reach 100 (TRIQ's 0-100 scale) in float32 (one ulp at 50 is 3.8e-6), and a padded batch
+# reduces in another order than one image alone: a few ulps apart on Intel vs AMD kernels.
+# Different images' scores differ by > 0.1 here, so 1e-4 still catches a mix-up.
+TOL = 1e-4
 IQT = [
     "model.name=iqt",
     "model.backbone=test_resnet",
