@@ -80,7 +80,7 @@ class _HeldOutScores:
     def after_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
         self.eval_seconds = time.perf_counter() - self.last_step
         ev, ds = trainer.evaluator, trainer.val_dataset
-        preds, mos = _flat(ev.preds), _flat(ev.mos)
+        preds, mos = (a.tolist() for a in ev.scores())
         records = [ds.record(i) for i in range(len(ds))]
         # the loader skips unreadable samples: then the order no longer pairs with the rows
         if len(preds) != len(records) or any(abs(m - r.score) > 1e-4 for m, r in zip(mos, records)):
@@ -89,15 +89,6 @@ class _HeldOutScores:
                 "images or in another order (unreadable files? regenerate the data folder)"
             )
         self.rows = [(r, p, r.score) for r, p in zip(records, preds)]
-
-
-def _flat(state: Any) -> list[float]:
-    """An evaluator list state (one tensor per batch) as floats."""
-    import torch
-
-    if isinstance(state, torch.Tensor):
-        return state.reshape(-1).tolist()
-    return [float(v) for t in state for v in t.reshape(-1).tolist()]
 
 
 def quality_part(data_dir: Path, out: Path, quick: bool = False) -> dict[str, Any]:

@@ -210,3 +210,13 @@ def test_no_scipy_constant_warning_leaks():
         quality_metrics(np.full(10, 0.5), np.arange(10.0))
     kinds = {type(w.message).__name__ for w in caught}
     assert kinds == {"QualityMetricWarning"}
+
+
+def test_scores_returns_what_was_seen_in_update_order():
+    ev = QualityEvaluator()
+    ev.update([{"score": 3.5}, {"score": 1.25}], torch.tensor([4.0, 2.0]))
+    ev.update(torch.tensor([2.5]), [{"score": 3.0}])
+    preds, targets = ev.scores()
+    assert preds.dtype == np.float64 and targets.dtype == np.float64
+    np.testing.assert_allclose(preds, [3.5, 1.25, 2.5], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(targets, [4.0, 2.0, 3.0], rtol=0, atol=1e-12)

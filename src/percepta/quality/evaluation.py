@@ -310,6 +310,12 @@ class QualityEvaluator(Evaluator):
         x, y = _cat_state(self.preds), _cat_state(self.mos)
         return quality_metrics(x, y, fit=self.fit, higher_is_better=self.targets_higher_is_better)
 
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(predictions, targets)`` seen so far, float64, in update order (what ``compute``
+        scores; e.g. for a scatter plot without scoring the images twice)."""
+        x, y = _cat_state(self.preds), _cat_state(self.mos)
+        return x.double().cpu().numpy(), y.double().cpu().numpy()
+
     def format_table(self, metrics: Mapping[str, Any]) -> str:
         """A ``compute()`` result as a readable table (raw and fitted columns)."""
         return format_table(metrics, higher_is_better=self.targets_higher_is_better)
