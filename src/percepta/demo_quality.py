@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from percepta import config as config_lib
 from percepta.errors import PerceptaError
+from percepta.jsonable import finite_or_none, to_jsonable
 
 __all__ = [
     "quality_part",
@@ -123,7 +123,7 @@ def quality_part(data_dir: Path, out: Path, quick: bool = False) -> dict[str, An
     t_train = time.perf_counter()
     run_dir = out / RUN_NAME
     ckpt = run_dir / "checkpoints" / "last.pt"
-    summary = {k: _num(metrics.get(k)) for k in KEYS}
+    summary = {k: finite_or_none(metrics.get(k)) for k in KEYS}
     summary["n"] = int(metrics.get("n", len(hook.rows)))
     predictions = _write_predictions(hook.rows, out / "heldout_predictions.csv")
     plot = _scatter(hook.rows, metrics, out / "plots" / "heldout_scatter.png", summary)
@@ -167,22 +167,8 @@ def quality_part(data_dir: Path, out: Path, quick: bool = False) -> dict[str, An
         "examples": examples,
     }
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "quality_metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
+    (out / "quality_metrics.json").write_text(json.dumps(to_jsonable(result), indent=2))
     return result
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def _jsonable(x: Any) -> Any:
-    from percepta.jsonable import to_jsonable
-
-    return to_jsonable(x)
 
 
 def _write_predictions(rows: list[tuple[Any, float, float]], path: Path) -> Path:

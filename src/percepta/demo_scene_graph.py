@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from percepta import config as config_lib
+from percepta.jsonable import finite_or_none, to_jsonable
 
 __all__ = ["scene_graph_part", "SGG_DATA", "SGG_RUNS"]
 
@@ -61,7 +62,7 @@ def scene_graph_part(
         runs[name] = {
             "mode": str(cfg.model.mode),
             "predictor": str(cfg.model.predictor),
-            "metrics": {k: _num(metrics.get(k)) for k in KEYS},
+            "metrics": {k: finite_or_none(metrics.get(k)) for k in KEYS},
             "per_predicate": metrics.get("per_predicate", {}),
             "seconds": round(time.perf_counter() - t, 1),
             "checkpoint": str(out / name / "checkpoints" / "last.pt"),
@@ -70,22 +71,8 @@ def scene_graph_part(
     examples = _examples(runs["motifs_predcls"]["checkpoint"], data_dir, out / "graphs", n=4)
     result = {"runs": runs, "plot": plot, "examples": examples}
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "scene_graph_metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
+    (out / "scene_graph_metrics.json").write_text(json.dumps(to_jsonable(result), indent=2))
     return result
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else f
-
-
-def _jsonable(x: Any) -> Any:
-    from percepta.jsonable import to_jsonable
-
-    return to_jsonable(x)
 
 
 def _per_predicate_plot(run: dict[str, Any], folder: Path) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from percepta.errors import DataError
 
-__all__ = ["to_jsonable", "read_json", "InvalidJsonError"]
+__all__ = ["to_jsonable", "read_json", "InvalidJsonError", "finite_or_none"]
 
 
 class InvalidJsonError(DataError):
@@ -97,3 +97,13 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing, not a number or NaN (a metric a
+    run could not compute), so that a metrics file stays valid JSON."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f

@@ -63,3 +63,11 @@ def test_truncate_jsonl_and_logger_disabled(tmp_path):
     off.log_eval(1, {"AP": 1.0})
     off.close()
     assert not (tmp_path / "rank1").exists()
+
+
+def test_finite_or_none_keeps_numbers_and_drops_what_json_cannot_hold():
+    from percepta.jsonable import finite_or_none
+
+    assert finite_or_none(0.25) == 0.25 and finite_or_none("3") == 3.0
+    assert finite_or_none(float("nan")) is None
+    assert finite_or_none(None) is None and finite_or_none("n/a") is None
