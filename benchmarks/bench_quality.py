@@ -53,20 +53,11 @@ ATOL_FRACTION = 1e-5  # allowed |ours - baseline| as a fraction of the score ran
 TRIQ_SIZES = ((384, 512), (500, 500), (512, 384), (320, 480))
 TRIQ_QUICK_SIZES = ((64, 96), (80, 80), (96, 64), (64, 80))
 # iqt_r18_builtin (configs/quality/iqt_r18_builtin.yaml) and the paper's IQT (IQTConfig defaults)
+BUILTIN_CONFIG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "configs", "quality", "iqt_r18_builtin.yaml"
+)
 IQT_PRESETS: dict[str, dict[str, Any]] = {
-    "r18_builtin": dict(
-        model=dict(
-            backbone="resnet18",
-            crop_size=96,
-            d_model=128,
-            ffn_dim=256,
-            head_dim=128,
-            num_layers=1,
-            test_crops=4,
-        ),
-        size=(128, 128),
-        images=16,
-    ),
+    "r18_builtin": dict(model=None, size=(128, 128), images=16),  # model: the shipped yaml's
     "paper": dict(model={}, size=(384, 512), images=2),
     "test_resnet": dict(
         model=dict(
@@ -82,6 +73,15 @@ IQT_PRESETS: dict[str, dict[str, Any]] = {
         images=4,
     ),
 }
+
+
+def _builtin_model_options() -> dict[str, Any]:
+    """The ``model:`` section of configs/quality/iqt_r18_builtin.yaml (so the bench follows it)."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_container(OmegaConf.load(BUILTIN_CONFIG).model)
+    model.pop("name", None)
+    return model
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -262,7 +262,8 @@ def bench_iqt(preset: str, repeats: int, count: int | None = None) -> dict[str, 
     spec = IQT_PRESETS[preset]
     count = count or spec["images"]
     torch.manual_seed(0)
-    cfg = IQTConfig(**spec["model"], score_range=list(IQT_RANGE))
+    options = spec["model"] if spec["model"] is not None else _builtin_model_options()
+    cfg = IQTConfig(**options, score_range=list(IQT_RANGE))
     model = build_iqt(cfg).eval()
     dist, refs = iqt_pairs(spec["size"], count)
     iqt_batched(model, dist[:1], refs[:1]), iqt_crop_loop(model, dist[:1], refs[:1])  # warm-up
