@@ -14,10 +14,22 @@ import pytest
 import torch
 
 from percepta.errors import DataError, PerceptaError
+from percepta.losses import ranking
 from percepta.losses.ranking import alrp_loc_loss, alrp_loss, ap_loss, rank_sort_loss
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "rs_loss"
 CASES = sorted(p.name for p in FIX.glob("*.json"))
+
+
+@pytest.fixture(params=["small-input paths", "large-input paths"])
+def paths(request, monkeypatch):
+    """Run a test through both code paths: binary search + dense P x P sorting terms (what small
+    inputs take), and the uniform-grid bucketing + dominance tree (what 1e5+ logits / 256+
+    positives take), forced on the small test inputs by lowering the thresholds."""
+    if request.param == "large-input paths":
+        monkeypatch.setattr(ranking, "_GRID_MIN_N", 0)
+        monkeypatch.setattr(ranking, "_DENSE_MAX_P", 0)
+    return request.param
 
 
 def _h(x: torch.Tensor, delta: float) -> torch.Tensor:
@@ -105,7 +117,7 @@ def _load(name):
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_parity_with_official_vectors(name, dtype):
+def test_parity_with_official_vectors(name, dtype, paths):
     d = _load(name)
     inp = d["inputs"]
     exp = d["expected"] if dtype == torch.float64 else d["expected"]["float32_run"]
@@ -161,7 +173,7 @@ def _random_case(seed, n=300, p=25, ties=False, ignore=0.0, binary=False):
 
 @pytest.mark.parametrize("delta", [0.5, 0.0, 1.0, 0.1])
 @pytest.mark.parametrize("ties,ignore", [(False, 0.0), (True, 0.0), (True, 0.2), (False, 0.3)])
-def test_rank_sort_matches_loop(delta, ties, ignore):
+def test_rank_sort_matches_loop(delta, ties, ignore, paths):
     for seed in range(2):
         s, y = _random_case(seed, ties=ties, ignore=ignore)
         x = s.clone().requires_grad_(True)
@@ -174,7 +186,7 @@ def test_rank_sort_matches_loop(delta, ties, ignore):
 
 @pytest.mark.parametrize("delta", [1.0, 0.5, 0.0])
 @pytest.mark.parametrize("ties,ignore", [(False, 0.0), (True, 0.2)])
-def test_ap_and_alrp_match_loop(delta, ties, ignore):
+def test_ap_and_alrp_match_loop(delta, ties, ignore, paths):
     s, y = _random_case(3, ties=ties, ignore=ignore, binary=True)
     x = s.clone().requires_grad_(True)
     ap_loss(x, y, delta).backward()
@@ -191,7 +203,7 @@ def test_ap_and_alrp_match_loop(delta, ties, ignore):
     torch.testing.assert_close(x.grad, rg, rtol=0, atol=1e-9)
 
 
-def test_order_invariance():
+def test_order_invariance(paths):
     s, y = _random_case(5, ties=True, ignore=0.1)
     perm = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))
     out = []
@@ -218,7 +230,7 @@ def test_zero_loss_when_positives_outrank_negatives_by_more_than_delta():
     assert alrp_loss(s, binary, torch.ones(3), 0.5)[0].item() == pytest.approx(0, abs=1e-15)
 
 
-def test_identity_update_is_balanced():
+def test_identity_update_is_balanced(paths):
     s, y = _random_case(7, ties=True, ignore=0.1)
     x = s.clone().requires_grad_(True)
     r, srt = rank_sort_loss(x, y)
@@ -235,7 +247,7 @@ def test_identity_update_is_balanced():
         assert abs(x.grad.sum().item()) < 1e-12 and x.grad[yb == 0].min() >= 0
 
 
-def test_no_positive_and_all_ignored_give_zero_loss_and_grad():
+def test_no_positive_and_all_ignored_give_zero_loss_and_grad(paths):
     for y in (torch.zeros(20), -torch.ones(20)):
         x = torch.randn(20, requires_grad=True)
         r, srt = rank_sort_loss(x, y)
@@ -318,3 +330,20 @@ def test_smooth_ap_value_and_retrieval_gradient():
     after = [_true_ap(x.detach()[q], rel[q]) for q in range(2)]
     assert all(a > b for a, b in zip(after, before)), (before, after)
     assert smooth_ap_loss(torch.randn(5), torch.zeros(5)).item() == 0
+
+
+def test_grid_bucketing_equals_binary_search():
+    g = torch.Generator().manual_seed(3)
+    edges = torch.sort(torch.randn(40, generator=g, dtype=torch.float64)).values
+    x = torch.cat([torch.randn(5000, generator=g, dtype=torch.float64) * 2, edges, edges + 1e-15])
+    skip = torch.rand(len(x), generator=g) < 0.1
+    expected = torch.searchsorted(edges, x, right=True).masked_fill(skip, 99)
+    got = ranking._bucket_grid(x, edges, skip, 99)
+    assert got is not None and torch.equal(got.long(), expected)
+    x32 = x.float()  # float32 logits compare with the edges rounded to float32
+    expected32 = torch.searchsorted(edges.float(), x32, right=True).masked_fill(skip, 99)
+    assert torch.equal(ranking._bucket_grid(x32, edges, skip, 99).long(), expected32)
+    for tied in (torch.zeros(10, dtype=torch.float64), torch.tensor([0.0] * 5 + [1.0] * 3)):
+        tied = tied.double()  # many edges in one cell, or all edges equal (zero range)
+        expected = torch.searchsorted(tied, x, right=True).masked_fill(skip, 99)
+        assert torch.equal(ranking._bucket_grid(x, tied, skip, 99).long(), expected)

@@ -40,6 +40,7 @@ input (no hard-coded ``.cuda()``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -70,15 +71,23 @@ _F64 = torch.float64
 # --------------------------------------------------------------------------- validation
 
 
-def _check(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool) -> None:
-    """One-line DataErrors for mismatched shapes, non-finite logits and bad targets."""
+def _check(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool) -> bool:
+    """One-line DataErrors for mismatched shapes, non-finite logits and bad targets; returns
+    whether some targets may be ignored (< 0)."""
     if logits.shape != targets.shape:
         raise DataError(
             f"{name}: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
             "differ in shape; pass one target per logit"
         )
-    if not torch.isfinite(logits).all():
+    if logits.numel() == 0:
+        return False
+    # One pass each, one sync: the full element checks run only when these flag a problem.
+    lo, hi = torch.aminmax(targets.detach())
+    total, lo, hi = torch.stack([logits.detach().sum().to(lo.dtype), lo, hi]).tolist()
+    if not math.isfinite(total) and not torch.isfinite(logits).all():
         raise DataError(f"{name}: logits contain NaN or inf; check the model output and the lr")
+    if lo >= 0 and hi <= 1 and not binary:
+        return False
     ok = (targets == -1) | ((targets >= 0) & (targets <= 1))
     if binary:
         ok = (targets == -1) | (targets == 0) | (targets == 1)
@@ -88,6 +97,7 @@ def _check(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool)
         )
         bad = targets[~ok].flatten()[0].item()
         raise DataError(f"{name}: targets must be {allowed}; found {bad!r}")
+    return lo < 0
 
 
 # --------------------------------------------------------------------------- shared sums
@@ -111,40 +121,116 @@ def _prefix(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([w.new_zeros((1,) + w.shape[1:]), torch.cumsum(w, 0)])
 
 
+# Path thresholds (module constants so the tests can force every path on small inputs).
+_GRID_MIN_N = 100_000  # from this many logits, bucket through a uniform grid (no binary search)
+_DENSE_MAX_P = 256  # up to this many positives, the RS sorting terms use dense P x P matrices
+
+
+def _bucket_grid(
+    x: torch.Tensor, edges: torch.Tensor, skip: torch.Tensor | None, dummy: int
+) -> torch.Tensor:
+    """``searchsorted(edges, x, right=True)`` through a uniform grid, int32; entries where
+    ``skip`` is true get bucket ``dummy``.
+
+    ``torch.searchsorted`` costs ~15 ns per element (a binary search, one thread): at 1e6 logits
+    it alone would eat the whole time budget. The range of the ``2P`` sorted edges is cut into
+    ``M = 128 P`` equal cells (at most ``N / 4``, so the table stays cheap to build), plus one
+    cell below and one above them; a table gives, per cell, the number of edges below it, which
+    is every element's bucket unless an edge lies in its cell (widened by a quarter cell, so the
+    rounding of the cell arithmetic cannot misplace an element). Those few elements (a fraction
+    ~``3P / M`` of the elements inside the range) are binary-searched, comparing in ``x``'s
+    dtype.
+    """
+    m = max(64, min(64 * edges.numel(), x.numel() // 4))
+    base, top = float(edges[0]), float(edges[-1])
+    h = (top - base) / (m - 2) if top > base else 1.0
+    origin = base - h  # cells 1..m cover [base - h, top + h): no edge near their outer bounds
+    starts = origin + h * torch.arange(m + 1, dtype=_F64, device=edges.device)
+    lo_idx = torch.searchsorted(edges, starts[:-1] - h / 4)
+    hi_idx = torch.searchsorted(edges, starts[1:] + h / 4)
+    inner = torch.where(hi_idx > lo_idx, -1, lo_idx)  # -1: an edge inside, search these
+    p2 = edges.numel()
+    first = torch.cat([inner.new_zeros(1), inner, inner.new_full((2,), p2)])
+    first[-1] = dummy  # cell 0: below every edge; m + 1: above; m + 2: skipped entries
+    first = first.to(torch.int32)
+    # (x - origin) first: exact for x near the edges, so the cell is off by << 1/4 at most; far
+    # from zero (|origin| >> h) float32 cannot resolve a cell: compute in float64 there
+    xc = x if abs(origin) / h < 1e5 else x.to(_F64)
+    cell = torch.sub(xc, origin).mul_(1.0 / h).add_(1).clamp_(0, m + 1).to(torch.int32)
+    if skip is not None:
+        cell.masked_fill_(skip, m + 2)
+    bucket = first.index_select(0, cell)
+    near = (bucket < 0).nonzero().squeeze(1)
+    bucket[near] = torch.searchsorted(edges.to(x.dtype), x[near], right=True, out_int32=True)
+    return bucket
+
+
 class _NegBuckets:
     """The negatives bucketed against the sorted window edges ``s_i -/+ delta`` of the positives.
 
-    Bucket ``b`` of a negative = the number of edges ``<= s_k``. Per-bucket counts and sums give
-    ``FP_i``; prefix sums over the edge events give each negative's ``sum_i w_i H(s_k - s_i)``.
+    Works on the whole logit vector (no compaction: masks are cheaper than ``nonzero`` + gathers
+    + scatters at 1e6 entries). Bucket ``b`` of an entry = the number of edges ``<= s_k``;
+    entries that are not negatives go to an extra bucket ``2P + 1`` that nothing reads. Per
+    bucket counts and sums (float64) give ``FP_i``; each negative's ``sum_i w_i H(s_k - s_i)``
+    is linear in ``s_k`` within its bucket, ``A_b + B_b s_k``, with ``A``, ``B`` from prefix sums
+    over the edge events (evaluated in the logits' dtype: the function is continuous for
+    ``delta > 0``, so float32 rounding near an edge moves it by ~1e-7 only).
     """
 
-    def __init__(self, sp: torch.Tensor, sn: torch.Tensor, delta: float) -> None:
-        self.delta, self.sn = delta, sn
+    def __init__(
+        self,
+        sp: torch.Tensor,
+        logits: torch.Tensor,
+        pos_idx: torch.Tensor,
+        skip: torch.Tensor | None,
+        delta: float,
+    ) -> None:
+        """``skip``: the entries that are not negatives; ``None`` when these are only the
+        positives ``pos_idx`` (no ignored entries): their few counts are then subtracted
+        instead of masking the whole vector."""
+        self.delta, self.x = delta, logits
         self.lo, self.hi = sp - delta, sp + delta
         p = sp.numel()
         edges, self.perm = torch.sort(torch.cat([self.lo, self.hi]))
-        self.bucket = torch.searchsorted(edges, sn, right=True)
-        counts = torch.bincount(self.bucket, minlength=2 * p + 1).to(_F64)
-        sums = torch.bincount(self.bucket, weights=sn, minlength=2 * p + 1)
-        cum = _prefix(torch.stack([counts, sums], 1))  # cum[b] = totals of buckets < b
-        pl = torch.searchsorted(edges, self.lo) + 1
+        nb = 2 * p + 2  # buckets 0..2P, and 2P + 1 for the entries that are not negatives
+        if logits.numel() >= _GRID_MIN_N:
+            bucket = _bucket_grid(logits, edges, skip, nb - 1)
+        else:
+            bucket = torch.searchsorted(edges, logits.to(_F64), right=True, out_int32=True)
+            if skip is not None:
+                bucket.masked_fill_(skip, nb - 1)
+        x64 = logits.to(_F64)
+        counts = torch.bincount(bucket, minlength=nb).to(_F64)
+        sums = torch.bincount(bucket, weights=x64, minlength=nb)
+        if skip is None:  # take the positives out (their gradient is overwritten by the caller)
+            counts -= torch.bincount(bucket[pos_idx], minlength=nb)
+            sums -= torch.bincount(bucket[pos_idx], weights=x64[pos_idx], minlength=nb)
+        self.bucket = bucket
+        cum = _prefix(torch.stack([counts, sums], 1)[: nb - 1])
+        pl = torch.searchsorted(edges, self.lo) + 1  # cum[b] = totals of buckets < b
         ph = torch.searchsorted(edges, self.hi) + 1
-        fp = sn.numel() - cum[ph, 0]
+        fp = cum[-1, 0] - cum[ph, 0]
         if delta > 0:
             win = cum[ph] - cum[pl]
             fp = fp + (win[:, 1] - win[:, 0] * self.lo) / (2 * delta)
         self.fp = fp
 
     def spread(self, w: torch.Tensor) -> torch.Tensor:
-        """``g_k = sum_i w_i H(s_k - s_i)`` for every negative ``k``."""
+        """``g_k = sum_i w_i H(s_k - s_i)`` for every negative ``k`` (0 elsewhere)."""
         z = torch.zeros_like(w)
         ev = torch.stack(
             [torch.cat([z, w]), torch.cat([w, -w]), torch.cat([w * self.lo, -w * self.lo])], 1
         )
-        pre = _prefix(ev[self.perm])[self.bucket]
+        pre = _prefix(ev[self.perm])  # [2P + 1, 3]: full count, window weight, window w * lo
         if self.delta == 0:
-            return pre[:, 0]
-        return pre[:, 0] + (pre[:, 1] * self.sn - pre[:, 2]) / (2 * self.delta)
+            ab = torch.stack([pre[:, 0], torch.zeros_like(pre[:, 0])])
+        else:
+            ab = torch.stack(
+                [pre[:, 0] - pre[:, 2] / (2 * self.delta), pre[:, 1] / (2 * self.delta)]
+            )
+        ab = torch.cat([ab, ab.new_zeros(2, 1)], 1).to(self.x.dtype)  # + "not a negative"
+        a, b = ab[0].index_select(0, self.bucket), ab[1].index_select(0, self.bucket)
+        return torch.addcmul(a, b, self.x)
 
 
 class _DominanceTree:
@@ -176,16 +262,27 @@ class _DominanceTree:
         return out
 
 
-def _split(
-    logits: torch.Tensor, targets: torch.Tensor, pos_mask: torch.Tensor, delta: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices and float64 logits of the positives (logit order) and the relevant negatives."""
-    pos_idx = pos_mask.nonzero().squeeze(1)
-    sp = logits[pos_idx].to(_F64)
-    sp, order = torch.sort(sp, stable=True)
-    pos_idx = pos_idx[order]
-    neg_idx = ((targets == 0) & (logits >= logits[pos_idx[0]] - delta)).nonzero().squeeze(1)
-    return pos_idx, sp, neg_idx, logits[neg_idx].to(_F64)
+def _split(logits: torch.Tensor, pos_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and float64 logits of the positives, in ascending logit order (stable)."""
+    sp, order = torch.sort(logits[pos_idx].to(_F64), stable=True)
+    return pos_idx[order], sp
+
+
+def _positives(targets: torch.Tensor, ignored: bool) -> torch.Tensor:
+    """Indices of the positives (``> 0``) in order; without ignored entries, the non-zeros."""
+    return (targets > 0 if ignored else targets).nonzero().squeeze(1)
+
+
+def _skip_mask(targets: torch.Tensor, ignored: bool) -> torch.Tensor | None:
+    """The entries that are not negatives, or ``None`` when those are only the positives."""
+    return targets != 0 if ignored else None
+
+
+def _step(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """The smoothed step ``H``: ``clip(x / (2 delta) + 1/2, 0, 1)``, ``1[x >= 0]`` at delta 0."""
+    if delta == 0:
+        return (x >= 0).to(x.dtype)
+    return (x / (2 * delta) + 0.5).clamp_(0, 1)
 
 
 def _edges(sp: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,27 +295,54 @@ def _edges(sp: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _rank_sort_forward(
-    logits: torch.Tensor, targets: torch.Tensor, delta: float, eps: float
+    logits: torch.Tensor, targets: torch.Tensor, delta: float, eps: float, ignored: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad = torch.zeros_like(logits)
-    pos_mask = targets > 0
-    n = int(pos_mask.sum())
+    pos_idx = _positives(targets, ignored)
+    n = pos_idx.numel()
     if n == 0:
         z = logits.new_zeros(())
-        return z, z.clone(), grad
-    pos_idx, sp, neg_idx, sn = _split(logits, targets, pos_mask, delta)
+        return z, z.clone(), torch.zeros_like(logits)
+    pos_idx, sp = _split(logits, pos_idx)
     y = targets[pos_idx].to(_F64)
-    neg = _NegBuckets(sp, sn, delta)
+    neg = _NegBuckets(sp, logits, pos_idx, _skip_mask(targets, ignored), delta)
     fp = neg.fp
+    if n <= _DENSE_MAX_P:
+        rpos, cur, d, mis_err, spread_sorting = _sorting_dense(sp, y, delta)
+    else:
+        rpos, cur, d, mis_err, spread_sorting = _sorting_tree(sp, y, delta)
+    rank_err = fp / (rpos + fp)
+    sort_err = cur / rpos - (cur - mis_err) / (rpos - d)
+    g_pos = -torch.where(fp > eps, rank_err, 0.0) - torch.where(d > eps, sort_err, 0.0)
+    g_pos = g_pos + spread_sorting(torch.where(d > eps, sort_err / d.clamp(min=eps), 0.0))
+    grad = neg.spread(torch.where(fp > eps, rank_err / fp.clamp(min=eps), 0.0) / n)
+    grad = grad.to(logits.dtype)
+    grad[pos_idx] = (g_pos / n).to(grad.dtype)
+    return rank_err.mean().to(logits.dtype), sort_err.mean().to(logits.dtype), grad
+
+
+def _sorting_dense(sp: torch.Tensor, y: torch.Tensor, delta: float):
+    """RS positive-positive sums with P x P matrices (few positives: fewest operations).
+
+    Returns ``R+_i``, ``sum_j a_ij (1 - y_j)``, the mis-sorted mass ``D_i`` and
+    ``sum_j M_ij (1 - y_j)``, and ``spread(v) = sum_i v_i M_ij`` (the sorting pmf).
+    """
+    a = _step(sp[None, :] - sp[:, None], delta)  # a[i, j] = H(s_j - s_i), self included
+    mis = a * (y[None, :] < y[:, None])  # M_ij: lower IoU, comparable or higher score
+    w = 1 - y
+    return a.sum(1), a @ w, mis.sum(1), mis @ w, lambda v: v @ mis
+
+
+def _sorting_tree(sp: torch.Tensor, y: torch.Tensor, delta: float):
+    """The same sums as :func:`_sorting_dense` in O(P log^2 P) by the dominance tree."""
+    n = sp.numel()
     t_lo, t_hi, lo = _edges(sp, delta)
     one = torch.ones_like(sp)
     w = torch.stack([one, 1 - y], 1)
-    cum = _prefix(torch.cat([w, w * sp[:, None]], 1))
-    rpos, cur = _window_sums(cum, t_lo, t_hi, lo, delta).unbind(1)
+    wq = torch.cat([w, w * sp[:, None]], 1)
+    rpos, cur = _window_sums(_prefix(wq), t_lo, t_hi, lo, delta).unbind(1)
     # Mis-sorted mass: the same sums restricted to positives with a lower IoU (rank < own rank).
     yr = torch.searchsorted(torch.sort(y).values, y)
     tree = _DominanceTree(yr)
-    wq = torch.cat([w, w * sp[:, None]], 1)
     full_n = torch.full_like(t_hi, n)
     q = tree.query(wq, torch.cat([full_n, t_hi, t_lo]), yr.repeat(3)).view(3, n, 4)
     mis = q[0, :, :2] - q[1, :, :2]
@@ -226,15 +350,7 @@ def _rank_sort_forward(
         win = q[1] - q[2]
         mis = mis + (win[:, 2:] - win[:, :2] * lo[:, None]) / (2 * delta)
     d, mis_err = mis.unbind(1)
-    rank_err = fp / (rpos + fp)
-    sort_err = cur / rpos - (cur - mis_err) / (rpos - d)
-    g_pos = -torch.where(fp > eps, rank_err, 0.0) - torch.where(d > eps, sort_err, 0.0)
-    v = torch.where(d > eps, sort_err / d.clamp(min=eps), 0.0)
-    g_pos = g_pos + _transpose_spread(tree, sp, yr, v, delta)
-    g_neg = neg.spread(torch.where(fp > eps, rank_err / fp.clamp(min=eps), 0.0))
-    grad[pos_idx] = (g_pos / n).to(grad.dtype)
-    grad[neg_idx] = (g_neg / n).to(grad.dtype)
-    return rank_err.mean().to(logits.dtype), sort_err.mean().to(logits.dtype), grad
+    return rpos, cur, d, mis_err, lambda v: _transpose_spread(tree, sp, yr, v, delta)
 
 
 def _transpose_spread(
@@ -258,12 +374,17 @@ def _transpose_spread(
 
 
 def _ap_parts(
-    logits: torch.Tensor, targets: torch.Tensor, delta: float, reg: torch.Tensor | None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    delta: float,
+    reg: torch.Tensor | None,
+    pos_idx: torch.Tensor,
+    ignored: bool,
 ) -> tuple[torch.Tensor, ...]:
     """Shared by AP and aLRP: indices, sorted positive logits, ``R+``, ``FP``, buckets and, for
     aLRP, ``sum_{j != i} a_ij E_j`` (``E`` re-ordered like the sorted positives)."""
-    pos_idx, sp, neg_idx, sn = _split(logits, targets, targets == 1, delta)
-    neg = _NegBuckets(sp, sn, delta)
+    pos_idx, sp = _split(logits, pos_idx)
+    neg = _NegBuckets(sp, logits, pos_idx, _skip_mask(targets, ignored), delta)
     t_lo, t_hi, lo = _edges(sp, delta)
     self_term = 1.0 if delta == 0 else 0.5
     w = torch.ones_like(sp)[:, None]
@@ -273,33 +394,37 @@ def _ap_parts(
     sums = _window_sums(cum, t_lo, t_hi, lo, delta) - self_term * w
     rpos = 1 + sums[:, 0]
     extra = sums[:, 1] if reg is not None else None
-    return pos_idx, sp, neg_idx, neg, rpos, extra
+    return pos_idx, sp, neg, rpos, extra
 
 
 def _ap_forward(
-    logits: torch.Tensor, targets: torch.Tensor, delta: float
+    logits: torch.Tensor, targets: torch.Tensor, delta: float, ignored: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    grad = torch.zeros_like(logits)
-    n = int((targets == 1).sum())
+    pos_idx = _positives(targets, ignored)
+    n = pos_idx.numel()
     if n == 0:
-        return logits.new_zeros(()), grad
-    pos_idx, _, neg_idx, neg, rpos, _ = _ap_parts(logits, targets, delta, None)
+        return logits.new_zeros(()), torch.zeros_like(logits)
+    pos_idx, _, neg, rpos, _ = _ap_parts(logits, targets, delta, None, pos_idx, ignored)
     rank = rpos + neg.fp
     prec = rpos / rank
     best = torch.cummax(prec, 0).values  # ascending logits: best precision at higher recall
     prev = torch.cat([best.new_zeros(1), best[:-1]])
     factor = torch.where(prev <= prec, 1.0, (1 - best) / (1 - prec).clamp(min=1e-300))
+    grad = neg.spread(factor / rank / n).to(logits.dtype)
     grad[pos_idx] = (-(1 - best) / n).to(grad.dtype)
-    grad[neg_idx] = (neg.spread(factor / rank) / n).to(grad.dtype)
     return (1 - best.mean()).to(logits.dtype), grad
 
 
 def _alrp_forward(
-    logits: torch.Tensor, targets: torch.Tensor, reg: torch.Tensor, delta: float, eps: float
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    reg: torch.Tensor,
+    delta: float,
+    eps: float,
+    ignored: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad = torch.zeros_like(logits)
-    pos_mask = targets == 1
-    n = int(pos_mask.sum())
+    pos_idx = _positives(targets, ignored)  # order of appearance
+    n = pos_idx.numel()
     if reg.numel() != n:
         raise DataError(
             f"alrp_loss: regression_losses has {reg.numel()} entries for {n} positives; pass one "
@@ -307,14 +432,16 @@ def _alrp_forward(
         )
     empty = torch.zeros(0, dtype=torch.long, device=logits.device)
     if n == 0:
-        return logits.new_zeros(()), logits.new_zeros(0), empty, grad
-    order = torch.argsort(logits[pos_mask], stable=True)  # appearance -> ascending logits
-    pos_idx, _, neg_idx, neg, rpos, aE = _ap_parts(logits, targets, delta, reg.to(_F64)[order])
+        return logits.new_zeros(()), logits.new_zeros(0), empty, torch.zeros_like(logits)
+    order = torch.argsort(logits[pos_idx], stable=True)  # appearance -> ascending logits
+    pos_idx, _, neg, rpos, aE = _ap_parts(
+        logits, targets, delta, reg.to(_F64)[order], pos_idx, ignored
+    )
     fp = neg.fp
     rank = rpos + fp
     amount = torch.where(fp > eps, (aE + fp) / rank, 0.0)
+    grad = neg.spread(amount / fp.clamp(min=eps) / n).to(logits.dtype)
     grad[pos_idx] = (-amount / n).to(grad.dtype)
-    grad[neg_idx] = (neg.spread(amount / fp.clamp(min=eps)) / n).to(grad.dtype)
     rank_app = torch.empty_like(rank)
     rank_app[order] = rank
     cls = (1 - (rpos / rank).mean()).to(logits.dtype)
@@ -323,34 +450,36 @@ def _alrp_forward(
 
 class _RankSort(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, delta, eps):  # type: ignore[override]
-        ranking, sorting, grad = _rank_sort_forward(logits.detach(), targets, delta, eps)
+    def forward(ctx, logits, targets, delta, eps, ignored):  # type: ignore[override]
+        ranking, sorting, grad = _rank_sort_forward(logits.detach(), targets, delta, eps, ignored)
         ctx.save_for_backward(grad)
         return ranking, sorting
 
     @staticmethod
     def backward(ctx, g_rank, g_sort):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g_rank, None, None, None
+        return grad * g_rank, None, None, None, None
 
 
 class _AP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, delta):  # type: ignore[override]
-        loss, grad = _ap_forward(logits.detach(), targets, delta)
+    def forward(ctx, logits, targets, delta, ignored):  # type: ignore[override]
+        loss, grad = _ap_forward(logits.detach(), targets, delta, ignored)
         ctx.save_for_backward(grad)
         return loss
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None
+        return grad * g, None, None, None
 
 
 class _ALRP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, reg, delta, eps):  # type: ignore[override]
-        cls, rank, order, grad = _alrp_forward(logits.detach(), targets, reg.detach(), delta, eps)
+    def forward(ctx, logits, targets, reg, delta, eps, ignored):  # type: ignore[override]
+        cls, rank, order, grad = _alrp_forward(
+            logits.detach(), targets, reg.detach(), delta, eps, ignored
+        )
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(rank, order)
         return cls, rank, order
@@ -358,14 +487,15 @@ class _ALRP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _g_rank, _g_order):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None, None
+        return grad * g, None, None, None, None, None
 
 
 def _flat(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool, delta: float):
-    _check(logits, targets, name, binary)
+    """Validated flat ``(logits, targets, whether some targets may be ignored)``."""
+    ignored = _check(logits, targets, name, binary)
     if delta < 0:
         raise DataError(f"{name}: delta must be >= 0, got {delta}")
-    return logits.reshape(-1), targets.reshape(-1).to(logits.dtype)
+    return logits.reshape(-1), targets.reshape(-1).to(logits.dtype), ignored
 
 
 def rank_sort_loss(
@@ -377,14 +507,14 @@ def rank_sort_loss(
     ``logits``'. The identity-update gradient of both parts is attached to ``ranking``: optimise
     ``ranking + sorting`` (weight 1 each), as the official heads do.
     """
-    x, t = _flat(logits, targets, "rank_sort_loss", False, delta)
-    return _RankSort.apply(x, t, float(delta), eps)
+    x, t, ignored = _flat(logits, targets, "rank_sort_loss", False, delta)
+    return _RankSort.apply(x, t, float(delta), eps, ignored)
 
 
 def ap_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
     """AP loss (Chen et al. 2019, error-driven update, interpolated AP); targets 1 / 0 / -1."""
-    x, t = _flat(logits, targets, "ap_loss", True, delta)
-    return _AP.apply(x, t, float(delta))
+    x, t, ignored = _flat(logits, targets, "ap_loss", True, delta)
+    return _AP.apply(x, t, float(delta), ignored)
 
 
 def alrp_loss(
@@ -401,8 +531,8 @@ def alrp_loss(
     order of appearance; ``order``: ascending argsort of the positive logits. Feed both to
     :func:`alrp_loc_loss`.
     """
-    x, t = _flat(logits, targets, "alrp_loss", True, delta)
-    return _ALRP.apply(x, t, regression_losses.reshape(-1), float(delta), eps)
+    x, t, ignored = _flat(logits, targets, "alrp_loss", True, delta)
+    return _ALRP.apply(x, t, regression_losses.reshape(-1), float(delta), eps, ignored)
 
 
 def alrp_loc_loss(
