@@ -347,3 +347,14 @@ def test_grid_bucketing_equals_binary_search():
         tied = tied.double()  # many edges in one cell, or all edges equal (zero range)
         expected = torch.searchsorted(tied, x, right=True).masked_fill(skip, 99)
         assert torch.equal(ranking._bucket_grid(x, tied, skip, 99).long(), expected)
+
+
+@pytest.mark.parametrize("offset", [0.0, 300.0, -5000.0])
+def test_grid_bucketing_is_exact_far_from_zero_in_float32(offset):
+    # logits far from 0 with a narrow spread: float32 cannot resolve a grid cell by itself
+    g = torch.Generator().manual_seed(4)
+    x32 = (torch.randn(20000, generator=g) * 0.5 + offset).float()
+    pos = torch.randperm(20000, generator=g)[:50]
+    edges = torch.sort(torch.cat([x32[pos].double() - 0.5, x32[pos].double() + 0.5])).values
+    expected = torch.searchsorted(edges.float(), x32, right=True)
+    assert torch.equal(ranking._bucket_grid(x32, edges, None, 0).long(), expected)

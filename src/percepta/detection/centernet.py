@@ -9,7 +9,9 @@ Model contract (torchvision style):
 
 * ``model(images, targets)`` in training mode -> ``{"loss_heatmap", "loss_wh", "loss_offset"}``
   (already multiplied by ``hm_weight``/``wh_weight``/``off_weight``) plus ``"num_objects"``
-  (logged, not a loss); with an attached distiller (:mod:`.distill`) also the
+  (logged, not a loss); with a ranking ``cls_loss`` (RS-CenterNet, :mod:`.centernet_rs`) the
+  ranking objective's terms instead of the three (``loss_rank``, ``loss_sort``, ``loss_box``
+  for ``rank_sort``); with an attached distiller (:mod:`.distill`) also the
   ``loss_kd_*_<teacher>`` terms, or only those when distilling without labels.
 * ``model(images)`` in eval mode -> one dict per image: ``boxes [K,4]`` XYXY, ``scores [K]``,
   ``labels [K]`` (int64, 0..C-1) in original-image pixels, ``scores > score_threshold``,
@@ -48,10 +50,12 @@ from torchvision.transforms.v2 import functional as TF
 from percepta.detection.backbones import build_backbone
 from percepta.detection.centernet_decode import decode
 from percepta.detection.centernet_layers import CenterNetHead, CenterNetNeck
+from percepta.detection.centernet_rs import centernet_ranking_losses, check_box_loss
 from percepta.detection.centernet_targets import RADIUS_FORMULAS, build_targets
 from percepta.errors import DataError, PerceptaError
 from percepta.losses.distill import DistillConfig
 from percepta.losses.focal import gather_slots, penalty_reduced_focal_loss, reg_l1_loss
+from percepta.losses.ranking_objective import RankingBalanceConfig, build_ranking_objective
 from percepta.registry import MODELS
 
 __all__ = [
@@ -109,6 +113,18 @@ class CenterNetConfig:
     top_k: int = 100
     # knowledge distillation from frozen teachers (training only; :mod:`.distill`)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # heat-map classification loss: None = the penalty-reduced focal loss; a ranking loss section
+    # ({name: rank_sort | ap_loss | alrp, ...}) = RS-CenterNet (:mod:`.centernet_rs`)
+    cls_loss: Any = field(default=None, metadata={"component": "losses"})
+    # with a ranking cls_loss: score weighting, task balancing, IoU-target floor. min_iou 0.05
+    # (official 0): the untrained size head predicts empty boxes, whose IoU 0 would make every
+    # object a negative and leave no gradient at all (:mod:`.centernet_rs`)
+    ranking: RankingBalanceConfig = field(
+        default_factory=lambda: RankingBalanceConfig(min_iou=0.05)
+    )
+    # with a ranking cls_loss: each positive's box loss, "l1" (CenterNet's size + offset L1
+    # terms, wh_weight : off_weight) or "giou" (1 - GIoU of the decoded box, plus those L1 terms)
+    rs_box_loss: str = "l1"
 
 
 def _check_float_range(images: Sequence[torch.Tensor]) -> None:
@@ -179,6 +195,9 @@ class CenterNet(nn.Module):
         score_threshold: float = 0.01,
         top_k: int = 100,
         channels_last: bool = False,
+        cls_loss: Any = None,
+        ranking: RankingBalanceConfig | dict | None = None,
+        rs_box_loss: str = "l1",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -217,6 +236,9 @@ class CenterNet(nn.Module):
         self.norm_wh = norm_wh
         self.score_threshold, self.top_k = score_threshold, top_k
         self.channels_last = bool(channels_last)
+        # RS-CenterNet (:mod:`.centernet_rs`): None = the focal loss (no submodule, same state)
+        self.ranking_objective = build_ranking_objective(cls_loss, ranking, prefix="")
+        self.rs_box_loss = check_box_loss(rs_box_loss)
         self.distiller: Any = (
             None  # a percepta.detection.distill.Distiller adds KD terms in training
         )
@@ -376,7 +398,20 @@ class CenterNet(nn.Module):
     def compute_losses(
         self, out: dict[str, torch.Tensor], tg: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Weighted focal + size L1 + offset L1 (CenterNet ``CtdetLoss``)."""
+        """Weighted focal + size L1 + offset L1 (CenterNet ``CtdetLoss``); with a ranking
+        ``cls_loss``, the ranking objective's terms (:func:`.centernet_ranking_losses`)."""
+        if self.ranking_objective is not None:
+            return centernet_ranking_losses(
+                self.ranking_objective,
+                out,
+                tg,
+                num_classes=self.num_classes,
+                cat_spec_wh=self.cat_spec_wh,
+                box_loss=self.rs_box_loss,
+                wh_weight=self.wh_weight,
+                off_weight=self.off_weight,
+                norm_wh=self.norm_wh,
+            )
         hm = penalty_reduced_focal_loss(
             out["heat"].float(), tg["heatmap"], ignore=tg.get("ignore")
         )  # crowd cells: no negatives
@@ -481,6 +516,9 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         score_threshold=cfg.score_threshold,
         top_k=cfg.top_k,
         channels_last=getattr(cfg, "channels_last", False),
+        cls_loss=getattr(cfg, "cls_loss", None),
+        ranking=getattr(cfg, "ranking", None),
+        rs_box_loss=getattr(cfg, "rs_box_loss", "l1"),
     )
     model.distill_options = cfg.distill
     model.config = cfg

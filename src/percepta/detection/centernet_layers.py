@@ -115,5 +115,12 @@ class CenterNetHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns ``heat`` (sigmoid probabilities, float32 even under autocast), ``wh``, ``reg``."""
-        return {"heat": torch.sigmoid(self.cls(x).float()), "wh": self.wh(x), "reg": self.reg(x)}
+        """Returns ``heat`` (sigmoid probabilities, float32 even under autocast), ``wh``, ``reg``
+        and ``logits`` (the class map before the sigmoid, float32; the ranking losses use it)."""
+        logits = self.cls(x).float()
+        return {
+            "heat": torch.sigmoid(logits),
+            "wh": self.wh(x),
+            "reg": self.reg(x),
+            "logits": logits,
+        }

@@ -26,12 +26,19 @@ eval``/``predict`` and the demo work unchanged):
   them; ``ignore_boxes`` (crowd regions) are not used (torchvision's references drop crowd
   annotations too, so those regions count as background).
 * ``model(images)`` in eval mode -> one dict per image: ``boxes [K,4]`` XYXY in original-image
-  pixels (clipped to the image), ``scores [K]`` (softmax), ``labels [K]`` int64 in ``0..C-1``,
-  ``scores > box_score_thresh``, per-class NMS, ``K <= box_detections_per_img``.
+  pixels (clipped to the image), ``scores [K]`` (softmax; sigmoid with ``cls_loss``),
+  ``labels [K]`` int64 in ``0..C-1``, ``scores > box_score_thresh``, per-class NMS,
+  ``K <= box_detections_per_img``.
 * ``images``: ``[B,3,H,W]`` or a list of ``[3,H,W]`` of any sizes; each is resized by
   torchvision's transform (shorter side to ``min_size``, longer side at most ``max_size``).
 
 The option names of the RPN and box heads are torchvision's own keyword arguments.
+
+**RS-R-CNN** (Oksuz et al., ICCV 2021): ``cls_loss: {name: rank_sort}`` (or ``ap_loss`` /
+``alrp``) trains the RPN and the RoI head with that ranking loss, no samplers, GIoU box losses
+and the balancing of ``ranking:`` (:mod:`.rs_rcnn`); the losses are then ``loss_rpn_*`` and
+``loss_roi_*`` (RS: ``rank``, ``sort``, ``box``) and eval scores are sigmoids. Without
+``cls_loss`` the model is torchvision's, unchanged.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from percepta.detection.backbones import _check_coverage, _check_path, load_torchvision_weights
 from percepta.detection.centernet import IMAGENET_MEAN, IMAGENET_STD, _check_float_range
 from percepta.errors import ConfigError, DataError, PerceptaError
+from percepta.losses.ranking_objective import RankingBalanceConfig, build_ranking_objective
 from percepta.registry import MODELS, suggest
 
 __all__ = [
@@ -111,6 +119,11 @@ class FasterRCNNConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
+    # ranking-loss training of both heads (RS-R-CNN, :mod:`.rs_rcnn`): empty = torchvision's
+    # cross-entropy + samplers; {name: rank_sort | ap_loss | alrp, ...} = that loss's options
+    cls_loss: Any = field(default=None, metadata={"component": "losses"})
+    ranking: RankingBalanceConfig = field(default_factory=RankingBalanceConfig)
+    rpn_head_weight: float = 0.2  # all RPN terms times this (official RS); only with cls_loss
 
 
 # ------------------------------------------------------------------------------- backbones
@@ -327,6 +340,10 @@ class FasterRCNN(nn.Module):
         class_names: optional names (length C).
         anchor_sizes, aspect_ratios: one anchor size per backbone level, shared ratios.
         representation_size: the box head's width (``TwoMLPHead``).
+        cls_loss: empty: torchvision's losses; a ranking loss's options (``{"name":
+            "rank_sort"}``...): RS-R-CNN (:mod:`.rs_rcnn`), both heads trained with it.
+        ranking: :class:`~percepta.losses.ranking_objective.RankingBalanceConfig` (or a dict).
+        rpn_head_weight: with ``cls_loss``, every RPN term is multiplied by it.
         **kwargs: torchvision ``FasterRCNN`` keyword arguments (``min_size``, ``rpn_*``,
             ``box_*``).
     """
@@ -340,6 +357,9 @@ class FasterRCNN(nn.Module):
         anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
         representation_size: int = 1024,
+        cls_loss: Any = None,
+        ranking: RankingBalanceConfig | dict | None = None,
+        rpn_head_weight: float = 0.2,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -368,6 +388,15 @@ class FasterRCNN(nn.Module):
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
         box_head = TwoMLPHead(backbone.out_channels * 7 * 7, int(representation_size))
+        rpn_objective = build_ranking_objective(cls_loss, ranking, prefix="rpn_")
+        if rpn_objective is None:
+            predictor = FastRCNNPredictor(int(representation_size), num_classes + 1)
+        else:
+            from percepta.detection.rs_rcnn import RankBasedPredictor
+
+            if not rpn_head_weight >= 0:
+                raise ConfigError(f"model.rpn_head_weight must be >= 0, got {rpn_head_weight}")
+            predictor = RankBasedPredictor(int(representation_size), num_classes)
         try:
             self.net = _TorchvisionFasterRCNN(
                 backbone,
@@ -375,15 +404,42 @@ class FasterRCNN(nn.Module):
                 rpn_anchor_generator=anchors,
                 box_roi_pool=roi_pool,
                 box_head=box_head,
-                box_predictor=FastRCNNPredictor(int(representation_size), num_classes + 1),
+                box_predictor=predictor,
                 image_mean=list(IMAGENET_MEAN),
                 image_std=list(IMAGENET_STD),
                 **kwargs,
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model: invalid Faster R-CNN option: {e}") from None
+        if rpn_objective is not None:
+            self._use_ranking_heads(rpn_objective, cls_loss, ranking, rpn_head_weight)
         self.num_classes = int(num_classes)
         self.class_names = list(class_names)
+
+    def _use_ranking_heads(
+        self, rpn_objective: nn.Module, cls_loss: Any, ranking: Any, rpn_head_weight: float
+    ) -> None:
+        """Swap torchvision's RPN and RoI heads for the RS-R-CNN ones (same modules inside)."""
+        from percepta.detection.rs_rcnn import RankBasedRoIHeads, RankBasedRPN
+
+        roi_objective = build_ranking_objective(cls_loss, ranking, prefix="roi_")
+        net = self.net
+        net.rpn = RankBasedRPN.from_rpn(net.rpn, rpn_objective, rpn_head_weight)
+        heads = net.roi_heads
+        net.roi_heads = RankBasedRoIHeads.from_roi_heads(heads, heads.box_predictor, roi_objective)
+
+    @property
+    def sigmoid_classifier(self) -> bool:
+        """Whether the box head scores classes with sigmoids (RS-R-CNN), not a softmax."""
+        return hasattr(self.net.roi_heads.box_predictor, "class_probabilities")
+
+    def class_probabilities(self, class_logits: torch.Tensor) -> torch.Tensor:
+        """The box head's ``[R, C+1]`` logits -> the class scores the model's detections use:
+        softmax (column 0 background) for cross-entropy models; for RS-R-CNN 0 in column 0 and
+        the C sigmoids after (:meth:`.rs_rcnn.RankBasedPredictor.class_probabilities`)."""
+        if self.sigmoid_classifier:
+            return self.net.roi_heads.box_predictor.class_probabilities(class_logits)
+        return torch.softmax(class_logits, -1)
 
     @property
     def backbone(self) -> nn.Module:
@@ -480,6 +536,9 @@ def build_faster_rcnn(cfg: FasterRCNNConfig) -> FasterRCNN:
         anchor_sizes=list(cfg.anchor_sizes),
         aspect_ratios=list(cfg.aspect_ratios),
         representation_size=cfg.representation_size,
+        cls_loss=cfg.cls_loss,
+        ranking=cfg.ranking,
+        rpn_head_weight=cfg.rpn_head_weight,
         **tv_kwargs,
     )
     model.config = cfg

@@ -23,7 +23,10 @@ Faster R-CNN (``sampling_ratio=2``, ``aligned=False``), for every detector alike
   for every final detection its proposal's ``class_logits`` (``[n, C+1]``) and class-specific
   boxes (``[n, C+1, 4]``), using the same steps as ``RoIHeads.postprocess_detections`` (score
   threshold, small-box removal, per-class NMS, top detections), so its boxes, scores and labels
-  are the model's own eval output.
+  are the model's own eval output. An RS-R-CNN model (``cls_loss`` set, sigmoid classifier)
+  scores with its sigmoids (``model.class_probabilities``), and its ``class_logits`` are built
+  from them as CenterNet's below (``log s_c``, background ``log(1 - max_c s_c)``), since its raw
+  logits are not softmax logits.
 * :class:`CenterNetRelationAdapter`: ``roi_align`` on the stride-4 neck output with
   ``spatial_scale = 1 / stride`` after multiplying the boxes by each image's letterbox scale.
   CenterNet has no softmax classifier; its ``class_logits`` are derived from the C sigmoid
@@ -55,6 +58,7 @@ __all__ = [
     "FasterRCNNRelationAdapter",
     "CenterNetRelationAdapter",
     "LOGIT_FLOOR",
+    "sigmoid_class_logits",
 ]
 
 SAMPLING_RATIO = 2  # torchvision's MultiScaleRoIAlign for Faster R-CNN
@@ -92,6 +96,15 @@ class RelationDetector(Protocol):
         """Per image: ``boxes [n,4]`` (original pixels), ``labels [n]`` (0..C-1), ``scores
         [n]``, ``class_logits [n,C+1]`` (column 0 = background), ``boxes_per_cls [n,C+1,4]``."""
         ...
+
+
+def sigmoid_class_logits(scores: torch.Tensor) -> torch.Tensor:
+    """C independent class scores ``[n, C]`` -> ``[n, C+1]`` logits with column 0 =
+    background: ``log s_c`` and ``log(1 - max_c s_c)``, clamped at ``log(LOGIT_FLOOR)``, so their
+    softmax is proportional to ``(1 - max_c s_c, s_1, ..., s_C)`` (module docstring)."""
+    s = scores.float().clamp(LOGIT_FLOOR, 1.0)
+    bg = (1.0 - s.max(1, keepdim=True).values).clamp(min=LOGIT_FLOOR)
+    return torch.cat([bg, s], 1).log()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -207,7 +220,10 @@ class FasterRCNNRelationAdapter(_Frozen):
         class_logits, box_regression = rh.box_predictor(x)
         per_image = [len(p) for p in proposals]
         all_boxes = rh.box_coder.decode(box_regression, proposals).split(per_image)
-        all_scores = torch.softmax(class_logits, -1).split(per_image)
+        probs = self.model.class_probabilities(class_logits)  # softmax, or RS sigmoids
+        if self.model.sigmoid_classifier:
+            class_logits = sigmoid_class_logits(probs[:, 1:])
+        all_scores = probs.split(per_image)
         all_logits = class_logits.split(per_image)
         out = []
         for boxes, scores, logits, new, orig in zip(
@@ -234,7 +250,7 @@ class FasterRCNNRelationAdapter(_Frozen):
         self, boxes: torch.Tensor, scores: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The steps of ``RoIHeads.postprocess_detections`` for one image (clipped ``boxes
-        [N,C+1,4]``, softmax ``scores [N,C+1]``), keeping each detection's proposal row:
+        [N,C+1,4]``, class ``scores [N,C+1]``), keeping each detection's proposal row:
         ``(proposal rows, torchvision labels 1..C)`` of the kept detections, in their order."""
         rh = self.net.roi_heads
         n, c1 = scores.shape
@@ -307,9 +323,7 @@ class CenterNetRelationAdapter(_Frozen):
             scale = float(feats.extra["scales"][i])
             cx = ((b[:, 0] + b[:, 2]) / 2 * scale / stride).floor().long().clamp(0, w - 1)
             cy = ((b[:, 1] + b[:, 3]) / 2 * scale / stride).floor().long().clamp(0, h - 1)
-            s = heat[i][:, cy, cx].t().float().clamp(LOGIT_FLOOR, 1.0)
-            bg = (1.0 - s.max(1, keepdim=True).values).clamp(min=LOGIT_FLOOR)
-            out.append(torch.cat([bg, s], 1).log())
+            out.append(sigmoid_class_logits(heat[i][:, cy, cx].t()))
         return out
 
     def detect(self, feats: DetectorFeatures) -> list[dict[str, torch.Tensor]]:
@@ -330,13 +344,11 @@ class CenterNetRelationAdapter(_Frozen):
             c = cells[i][keep][: model.top_k]
             cx = ((c[:, 0] + c[:, 2]) / 2 - 0.5).round().long().clamp(0, width - 1)
             cy = ((c[:, 1] + c[:, 3]) / 2 - 0.5).round().long().clamp(0, heat.shape[-2] - 1)
-            s = heat[i][:, cy, cx].t().float().clamp(LOGIT_FLOOR, 1.0)  # [n, C]
-            bg = (1.0 - s.max(1, keepdim=True).values).clamp(min=LOGIT_FLOOR)
             n = len(p["scores"])
             out.append(
                 {
                     **p,
-                    "class_logits": torch.cat([bg, s], 1).log(),
+                    "class_logits": sigmoid_class_logits(heat[i][:, cy, cx].t()),  # [n, C+1]
                     "boxes_per_cls": p["boxes"].unsqueeze(1).expand(n, self.num_classes + 1, 4),
                 }
             )
