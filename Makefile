@@ -35,7 +35,7 @@ clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
 
 # Issue #4 experiments (each run < 15 min on 2 CPU cores; finished runs are reused)
-.PHONY: exp-multi-teacher exp-distill exp-balance exp-iqt exp-triq exp-sgg
+.PHONY: exp-multi-teacher exp-distill exp-balance exp-iqt exp-triq exp-sgg exp-ranking
 exp-multi-teacher: $(STAMP)
 	$(BIN)/python experiments/multi_teacher.py
 exp-distill: $(STAMP)
@@ -48,3 +48,5 @@ exp-triq: $(STAMP)
 	$(BIN)/python experiments/triq_clive.py
 exp-sgg: $(STAMP)
 	$(BIN)/python experiments/sgg_builtin.py
+exp-ranking: $(STAMP)
+	$(BIN)/python experiments/ranking_detectors.py

@@ -7,7 +7,8 @@ median of repeats. One JSON line per grid point N x P (``ratio = baseline / ours
 peak memory of ours (CUDA: ``max_memory_allocated``; CPU: live tensor bytes tracked by a
 dispatch mode in an extra, untimed run) and the largest gradient difference to the baseline.
 
-Usage: ``python benchmarks/bench_ranking_losses.py [--quick] [--device cpu|cuda] [--threads 2]``
+Usage: ``python benchmarks/bench_ranking_losses.py [--quick | --tiny] [--device cpu|cuda]
+[--threads 2]``
 """
 
 from __future__ import annotations
@@ -136,15 +137,18 @@ def peak_mb(fn, logits, targets, device: str) -> float:
     return mode.peak / 2**20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N in {1e4, 1e5} x P in {10, 100, 1000}")
+    ap.add_argument("--tiny", action="store_true", help="N = 2000, P in {10, 100} (a smoke test)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ns = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     ps = [10, 100, 1000] if args.quick else [10, 100, 1000, 5000]
+    if args.tiny:
+        ns, ps = [2000], [10, 100]
     ours = lambda x, t: rank_sort_loss(x, t, 0.5)  # noqa: E731
     base = lambda x, t: _Baseline.apply(x, t, 0.5)  # noqa: E731
     info = machine("torch", device=args.device)

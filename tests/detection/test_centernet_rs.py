@@ -163,6 +163,21 @@ def test_positives_iou_targets_and_ignored_cells_match_hand_computation() -> Non
     assert set(losses) == {"loss_rank", "loss_sort", "loss_box"}
 
 
+@pytest.mark.parametrize("radius", [1, 2])
+def test_ignore_radius_ignores_the_cells_around_each_peak_in_its_channel(radius) -> None:
+    out, tg = _hand_case()
+    objective = build_ranking_objective({"name": "rank_sort"}, RankingBalanceConfig(min_iou=0.05))
+    spy = _Spy(objective)
+    centernet_ranking_losses(spy, out, tg, num_classes=2, ignore_radius=radius)
+    exp = _expected_targets().reshape(2, 2, H, W)
+    for b, c, x, y, *_ in POSITIVES:  # plain loops: Chebyshev distance <= radius, same channel
+        for yy in range(max(0, y - radius), min(H, y + radius + 1)):
+            for xx in range(max(0, x - radius), min(W, x + radius + 1)):
+                if exp[b, c, yy, xx] <= 0:
+                    exp[b, c, yy, xx] = -1
+    torch.testing.assert_close(spy.calls[0][1].double(), exp.reshape(-1), rtol=0, atol=1e-6)
+
+
 def test_official_min_iou_zero_turns_an_empty_box_into_a_negative() -> None:
     out, tg = _hand_case()
     spy = _Spy(build_ranking_objective({"name": "rank_sort"}, RankingBalanceConfig()))

@@ -52,7 +52,7 @@ from percepta.detection.centernet_decode import decode
 from percepta.detection.centernet_layers import CenterNetHead, CenterNetNeck
 from percepta.detection.centernet_rs import centernet_ranking_losses, check_box_loss
 from percepta.detection.centernet_targets import RADIUS_FORMULAS, build_targets
-from percepta.errors import DataError, PerceptaError
+from percepta.errors import ConfigError, DataError, PerceptaError
 from percepta.losses.distill import DistillConfig
 from percepta.losses.focal import gather_slots, penalty_reduced_focal_loss, reg_l1_loss
 from percepta.losses.ranking_objective import RankingBalanceConfig, build_ranking_objective
@@ -125,6 +125,9 @@ class CenterNetConfig:
     # with a ranking cls_loss: each positive's box loss, "l1" (CenterNet's size + offset L1
     # terms, wh_weight : off_weight) or "giou" (1 - GIoU of the decoded box, plus those L1 terms)
     rs_box_loss: str = "l1"
+    # with a ranking cls_loss: ignore (target -1) the cells within this many cells of a peak in
+    # its class channel (1 = the 3x3 window the decode's peak NMS compares); 0 = negatives
+    rs_ignore_radius: int = 0
 
 
 def _check_float_range(images: Sequence[torch.Tensor]) -> None:
@@ -198,6 +201,7 @@ class CenterNet(nn.Module):
         cls_loss: Any = None,
         ranking: RankingBalanceConfig | dict | None = None,
         rs_box_loss: str = "l1",
+        rs_ignore_radius: int = 0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -239,6 +243,9 @@ class CenterNet(nn.Module):
         # RS-CenterNet (:mod:`.centernet_rs`): None = the focal loss (no submodule, same state)
         self.ranking_objective = build_ranking_objective(cls_loss, ranking, prefix="")
         self.rs_box_loss = check_box_loss(rs_box_loss)
+        if rs_ignore_radius < 0:
+            raise ConfigError(f"model.rs_ignore_radius must be >= 0, got {rs_ignore_radius}")
+        self.rs_ignore_radius = int(rs_ignore_radius)
         self.distiller: Any = (
             None  # a percepta.detection.distill.Distiller adds KD terms in training
         )
@@ -411,6 +418,7 @@ class CenterNet(nn.Module):
                 wh_weight=self.wh_weight,
                 off_weight=self.off_weight,
                 norm_wh=self.norm_wh,
+                ignore_radius=self.rs_ignore_radius,
             )
         hm = penalty_reduced_focal_loss(
             out["heat"].float(), tg["heatmap"], ignore=tg.get("ignore")
@@ -519,6 +527,7 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         cls_loss=getattr(cfg, "cls_loss", None),
         ranking=getattr(cfg, "ranking", None),
         rs_box_loss=getattr(cfg, "rs_box_loss", "l1"),
+        rs_ignore_radius=getattr(cfg, "rs_ignore_radius", 0),
     )
     model.distill_options = cfg.distill
     model.config = cfg

@@ -94,6 +94,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops._utils import _loss_inter_union
 
@@ -196,12 +197,20 @@ def ranking_targets(
     positives: HeatmapPositives,
     iou_targets: torch.Tensor,
     ignore: torch.Tensor | None,
+    ignore_radius: int = 0,
 ) -> torch.Tensor:
-    """Flat ``[B*C*H*W]`` targets: the positives' IoU targets, -1 on ignored cells, 0 elsewhere."""
+    """Flat ``[B*C*H*W]`` targets: the positives' IoU targets, -1 on ignored cells (and, with
+    ``ignore_radius`` r, on the other cells within r of a positive in its channel), 0 elsewhere."""
     targets = torch.zeros(shape, dtype=torch.float32, device=iou_targets.device)
     if ignore is not None:
         targets = targets.masked_fill(ignore.to(torch.bool).expand(shape), -1.0)
     targets = targets.reshape(-1)
+    if ignore_radius > 0:  # the cells around each peak, in its class channel (not the peak)
+        peaks = torch.zeros(targets.numel(), dtype=torch.float32, device=targets.device)
+        peaks[positives.flat] = 1.0
+        k = 2 * ignore_radius + 1
+        near = F.max_pool2d(peaks.view(-1, 1, *shape[-2:]), k, 1, ignore_radius).reshape(-1)
+        targets[near > 0] = -1.0
     targets[positives.flat] = iou_targets.to(targets.dtype)
     return targets
 
@@ -236,6 +245,7 @@ def centernet_ranking_losses(
     wh_weight: float = 0.1,
     off_weight: float = 1.0,
     norm_wh: bool = False,
+    ignore_radius: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The RS-CenterNet loss terms of one batch (module docstring).
 
@@ -257,7 +267,9 @@ def centernet_ranking_losses(
     pred_boxes = slot_boxes(tg["ind"], width, wh, off)
     gt_boxes = slot_boxes(tg["ind"], width, tg["wh"], tg["reg"])
     pos = select_positives(tg, pred_boxes, gt_boxes, num_classes)
-    targets = ranking_targets(shape, pos, objective.iou_targets(pos.iou), tg.get("ignore"))
+    targets = ranking_targets(
+        shape, pos, objective.iou_targets(pos.iou), tg.get("ignore"), ignore_radius
+    )
 
     per_slot = l1_box_losses(wh, off, tg, wh_weight, off_weight, norm_wh).reshape(-1)
     box = per_slot[pos.slot]
