@@ -396,7 +396,7 @@ def test_preset_differs_from_the_focal_recipe_only_in_the_loss() -> None:
     assert focal["model"]["cls_loss"] is None
     assert rs["train"] == focal["train"] and rs["data"] == focal["data"]
     differ = {k for k in focal["model"] if focal["model"][k] != rs["model"][k]}
-    assert differ == {"cls_loss"}  # ranking.min_iou 0.05 is CenterNet's default too
+    assert differ == {"cls_loss", "rs_ignore_radius"}  # min_iou 0.05: CenterNet's default too
     assert {k for k in focal if focal[k] != rs[k]} == {"name", "model"}
 
 

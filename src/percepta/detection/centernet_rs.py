@@ -21,15 +21,16 @@ whole batch, as the official heads do (more examples, a better estimate of the r
   the box predicted there (highest IoU; on a tie the earlier object slot). Its box loss is the
   only one counted for that cell; the other object cannot be detected by CenterNet anyway.
   Objects of different classes at one cell are different positives (different channels).
-* **Negatives** (target 0): every other cell of every channel, the Gaussian neighbourhood of a
-  peak included. The decode keeps only 3x3 local maxima, so a neighbour that outscores its peak
-  becomes the detection (a box shifted by a cell) and suppresses the peak: in the decoded
-  ranking it *is* a false positive ranked above a true one, which is what RS's ranking error
-  counts. The focal loss only down-weights these cells ((1 - y)^4) because a per-pixel
-  classification loss would otherwise fight the smooth map; a ranking loss has no such conflict:
-  a negative gets a gradient only while it scores above ``lowest positive logit - delta``, and
-  none once it is below every peak. Ignoring the neighbourhood would let neighbours rise above
-  their peaks unpunished.
+* **Negatives** (target 0): every other cell of every channel, except, with
+  ``rs_ignore_radius: r`` (the preset uses 1), the cells within ``r`` (Chebyshev distance) of a
+  peak in its class channel, which are ignored. The decode keeps only 3x3 local maxima, so a
+  neighbour below its peak is suppressed anyway and only a neighbour *above* its peak becomes a
+  (shifted) detection; but the neighbours share most of the peak's receptive field, and as
+  negatives of a global ranking they must fall ``delta`` below *every* positive, a constraint
+  the network fights rather than learns. Measured (built-in data, preset recipe, one seed each):
+  AP 0.408 / AP50 0.545 with them as negatives (``r = 0``, the literal RS recipe), 0.551 / 0.729
+  with ``r = 1``, 0.564 / 0.743 with ``r = 2``. The focal loss only down-weights these cells
+  (``(1 - y)^4``) for the same reason.
 * **Ignored** (target -1): the cells covered by ignore regions (crowd boxes, ``tg["ignore"]``,
   all channels), the cells where the focal loss adds no negative term, so both losses see the
   same data. A positive inside an ignore region stays positive (as in the focal loss).
