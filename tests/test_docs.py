@@ -287,6 +287,7 @@ _BALANCE = (
 _EVAL = "tests/test_pipeline.py::test_eval_cli_json_reaches_measured_ap_and_agrees_with_pycocotools"
 _MAKE = "tests/test_docs.py::test_make_targets_dry_run"
 _SGG_PIPELINE = "tests/scene_graph/test_sgg_pipeline.py::test_motifs_and_freq_train_and_evaluate"
+_RANKING = "tests/detection/test_ranking_presets.py::test_ranking_preset_trains_and_evaluates"
 _TRIQ_CLIVE = (
     "tests/quality/test_quality_training.py::test_triq_trains_from_the_shipped_clive_config"
 )
@@ -406,6 +407,13 @@ COVERED: dict[str, tuple[str, ...]] = {
     "--out graphs --coco data/relations/annotations/instances_test.json": (
         "tests/scene_graph/test_sgg_pipeline.py::test_predict_writes_graph_json_and_pictures",
     ),
+    "percepta train configs/detection/rs_faster_rcnn_r18_builtin.yaml": (_RANKING,),
+    "percepta train configs/detection/rs_centernet_r18_builtin.yaml": (_RANKING,),
+    "make exp-ranking": (
+        _RANKING,
+        "tests/test_config.py::test_every_shipped_config_loads",
+        _MAKE,
+    ),
     "percepta export my_triq.pt --dynamic --image-size 384 512": (
         "tests/export/test_onnx_quality.py::test_cli_export_dynamic_triq",
     ),
@@ -422,6 +430,7 @@ MAKE_RECIPES = {
     "exp-iqt": "experiments/iqt_builtin.py",
     "exp-triq": "experiments/triq_clive.py",
     "exp-sgg": "experiments/sgg_builtin.py",
+    "exp-ranking": "experiments/ranking_detectors.py",
 }
 
 

@@ -178,6 +178,35 @@ def test_ignore_radius_ignores_the_cells_around_each_peak_in_its_channel(radius)
     torch.testing.assert_close(spy.calls[0][1].double(), exp.reshape(-1), rtol=0, atol=1e-6)
 
 
+def test_ignore_heat_ignores_the_gaussian_cells_above_the_threshold() -> None:
+    # one big object (a Gaussian of radius > 0) on a 16 x 16 map, class 1 of 2
+    tg = build_targets(
+        [torch.tensor([[1.0, 2.0, 13.0, 12.0]], dtype=torch.float64)],
+        [torch.tensor([1])],
+        2,
+        (16, 16),
+        max_objs=4,
+    )
+    out = {
+        "logits": torch.randn(1, 2, 16, 16),
+        "wh": torch.full((1, 2, 16, 16), 10.0),
+        "reg": torch.full((1, 2, 16, 16), 0.5),
+    }
+    objective = build_ranking_objective({"name": "rank_sort"}, RankingBalanceConfig(min_iou=0.05))
+    spy = _Spy(objective)
+    centernet_ranking_losses(spy, out, tg, num_classes=2, ignore_heat=0.3)
+    targets = spy.calls[0][1]
+    heat = tg["heatmap"].reshape(-1)
+    assert int((heat >= 0.3).sum()) > 1  # the Gaussian spans several cells: the test bites
+    for k in range(heat.numel()):  # plain loop over cells
+        if heat[k] == 1:
+            assert targets[k] > 0  # the peak stays a positive
+        elif heat[k] >= 0.3:
+            assert targets[k] == -1
+        else:
+            assert targets[k] == 0
+
+
 def test_official_min_iou_zero_turns_an_empty_box_into_a_negative() -> None:
     out, tg = _hand_case()
     spy = _Spy(build_ranking_objective({"name": "rank_sort"}, RankingBalanceConfig()))

@@ -128,6 +128,8 @@ class CenterNetConfig:
     # with a ranking cls_loss: ignore (target -1) the cells within this many cells of a peak in
     # its class channel (1 = the 3x3 window the decode's peak NMS compares); 0 = negatives
     rs_ignore_radius: int = 0
+    # ... and the cells whose Gaussian target heat is >= this (0 = off)
+    rs_ignore_heat: float = 0.0
 
 
 def _check_float_range(images: Sequence[torch.Tensor]) -> None:
@@ -202,6 +204,7 @@ class CenterNet(nn.Module):
         ranking: RankingBalanceConfig | dict | None = None,
         rs_box_loss: str = "l1",
         rs_ignore_radius: int = 0,
+        rs_ignore_heat: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -246,6 +249,9 @@ class CenterNet(nn.Module):
         if rs_ignore_radius < 0:
             raise ConfigError(f"model.rs_ignore_radius must be >= 0, got {rs_ignore_radius}")
         self.rs_ignore_radius = int(rs_ignore_radius)
+        if not 0.0 <= rs_ignore_heat <= 1.0:
+            raise ConfigError(f"model.rs_ignore_heat must be in [0, 1], got {rs_ignore_heat}")
+        self.rs_ignore_heat = float(rs_ignore_heat)
         self.distiller: Any = (
             None  # a percepta.detection.distill.Distiller adds KD terms in training
         )
@@ -419,6 +425,7 @@ class CenterNet(nn.Module):
                 off_weight=self.off_weight,
                 norm_wh=self.norm_wh,
                 ignore_radius=self.rs_ignore_radius,
+                ignore_heat=self.rs_ignore_heat,
             )
         hm = penalty_reduced_focal_loss(
             out["heat"].float(), tg["heatmap"], ignore=tg.get("ignore")
@@ -528,6 +535,7 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         ranking=getattr(cfg, "ranking", None),
         rs_box_loss=getattr(cfg, "rs_box_loss", "l1"),
         rs_ignore_radius=getattr(cfg, "rs_ignore_radius", 0),
+        rs_ignore_heat=getattr(cfg, "rs_ignore_heat", 0.0),
     )
     model.distill_options = cfg.distill
     model.config = cfg

@@ -29,8 +29,11 @@ whole batch, as the official heads do (more examples, a better estimate of the r
   negatives of a global ranking they must fall ``delta`` below *every* positive, a constraint
   the network fights rather than learns. Measured (built-in data, preset recipe, one seed each):
   AP 0.408 / AP50 0.545 with them as negatives (``r = 0``, the literal RS recipe), 0.551 / 0.729
-  with ``r = 1``, 0.564 / 0.743 with ``r = 2``. The focal loss only down-weights these cells
-  (``(1 - y)^4``) for the same reason.
+  with ``r = 1``, 0.564 / 0.743 with ``r = 2``; ``rs_ignore_heat: t`` ignores instead every
+  cell whose Gaussian target heat is ``>= t`` (with ``r = 1``: 0.571 / 0.749 at ``t = 0.1``,
+  0.551 at ``t = 0.5``, which lies inside the 3x3 window here). The focal loss only down-weights
+  these cells (``(1 - y)^4``) for the same reason. None of these reached the focal CenterNet's
+  0.617 / 0.846 on that seed: the gap is in how true and false peaks elsewhere are ranked.
 * **Ignored** (target -1): the cells covered by ignore regions (crowd boxes, ``tg["ignore"]``,
   all channels), the cells where the focal loss adds no negative term, so both losses see the
   same data. A positive inside an ignore region stays positive (as in the focal loss).
@@ -199,6 +202,8 @@ def ranking_targets(
     iou_targets: torch.Tensor,
     ignore: torch.Tensor | None,
     ignore_radius: int = 0,
+    heatmap: torch.Tensor | None = None,
+    ignore_heat: float = 0.0,
 ) -> torch.Tensor:
     """Flat ``[B*C*H*W]`` targets: the positives' IoU targets, -1 on ignored cells (and, with
     ``ignore_radius`` r, on the other cells within r of a positive in its channel), 0 elsewhere."""
@@ -206,6 +211,8 @@ def ranking_targets(
     if ignore is not None:
         targets = targets.masked_fill(ignore.to(torch.bool).expand(shape), -1.0)
     targets = targets.reshape(-1)
+    if ignore_heat > 0:  # the cells of an object's Gaussian (its own channel), peaks aside
+        targets[heatmap.reshape(-1) >= ignore_heat] = -1.0
     if ignore_radius > 0:  # the cells around each peak, in its class channel (not the peak)
         peaks = torch.zeros(targets.numel(), dtype=torch.float32, device=targets.device)
         peaks[positives.flat] = 1.0
@@ -247,6 +254,7 @@ def centernet_ranking_losses(
     off_weight: float = 1.0,
     norm_wh: bool = False,
     ignore_radius: int = 0,
+    ignore_heat: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The RS-CenterNet loss terms of one batch (module docstring).
 
@@ -269,7 +277,13 @@ def centernet_ranking_losses(
     gt_boxes = slot_boxes(tg["ind"], width, tg["wh"], tg["reg"])
     pos = select_positives(tg, pred_boxes, gt_boxes, num_classes)
     targets = ranking_targets(
-        shape, pos, objective.iou_targets(pos.iou), tg.get("ignore"), ignore_radius
+        shape,
+        pos,
+        objective.iou_targets(pos.iou),
+        tg.get("ignore"),
+        ignore_radius,
+        tg["heatmap"],
+        ignore_heat,
     )
 
     per_slot = l1_box_losses(wh, off, tg, wh_weight, off_weight, norm_wh).reshape(-1)
