@@ -63,6 +63,35 @@ def _stat(vals: list[float]) -> str:
     return f"{mean(vals):.3f} +- {pstdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
+def plot_seeds(payload: dict, out: Path) -> Path | None:
+    """AP, AP50 and oLRP of every preset, one dot per seed and a bar at the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in PRESETS if k in payload]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+    colours = ["#8da0cb", "#fc8d62", "#8da0cb", "#fc8d62"]
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for i, key in enumerate(keys):
+            vals = payload[key][metric]
+            ax.bar(i, mean(vals), color=colours[list(PRESETS).index(key)], alpha=0.7)
+            ax.scatter([i] * len(vals), vals, color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{metric}{' (lower is better)' if metric == 'oLRP' else ''}")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("baseline (blue) vs ranking loss (orange), dots: seeds", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def summarise(results: dict[tuple[str, int], dict]) -> None:
     rows, payload = [], {}
     for key in PRESETS:
@@ -98,12 +127,14 @@ def summarise(results: dict[tuple[str, int], dict]) -> None:
                      *[f"{' / '.join(f'{d:+.3f}' for d in diffs[m])} ({signs[m]})"
                        for m in METRICS], ""])  # fmt: skip
         payload[f"{rs}-{base}"] = diffs
+    png = plot_seeds(payload, OUT / "seeds.png")
     write_summary(
         OUT,
         "Ranking losses with no loss-weight tuning vs tuned baselines (built-in data, 3 seeds)",
         ["run", "AP", "AP50", "oLRP (lower better)", "train s"],
         rows,
         {"runs": {f"{k}_s{s}": v for (k, s), v in results.items()}, "summary": payload},
+        gallery=[(png, "AP, AP50 and oLRP per preset and seed")] if png else [],
     )
 
 
