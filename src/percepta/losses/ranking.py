@@ -203,21 +203,20 @@ class _NegBuckets:
             bucket = torch.searchsorted(edges, logits.to(_F64), right=True, out_int32=True)
             if skip is not None:
                 bucket.masked_fill_(skip, nb - 1)
-        x64 = logits.to(_F64)
-        counts = torch.bincount(bucket, minlength=nb).to(_F64)
-        sums = torch.bincount(bucket, weights=x64, minlength=nb)
-        if skip is None:  # take the positives out (their gradient is overwritten by the caller)
-            counts -= torch.bincount(bucket[pos_idx], minlength=nb)
-            sums -= torch.bincount(bucket[pos_idx], weights=x64[pos_idx], minlength=nb)
+        if skip is None:  # the positives join the unread bucket (their gradient is overwritten)
+            bucket[pos_idx] = nb - 1
         self.bucket = bucket
-        cum = _prefix(torch.stack([counts, sums], 1)[: nb - 1])
-        pl = torch.searchsorted(edges, self.lo) + 1  # cum[b] = totals of buckets < b
-        ph = torch.searchsorted(edges, self.hi) + 1
-        fp = cum[-1, 0] - cum[ph, 0]
+        counts = torch.bincount(bucket, minlength=nb)[: nb - 1]
+        sums = torch.bincount(bucket, weights=logits.to(_F64), minlength=nb)[: nb - 1]
+        # cum[b - 1] = totals of the buckets < b; a positive's window starts at bucket pl >= 1
+        cum = torch.stack([counts.to(_F64), sums], 1).cumsum_(0)
+        pl = torch.searchsorted(edges, self.lo)
+        ph = torch.searchsorted(edges, self.hi)
+        above = cum[-1, 0] - cum[ph, 0]
         if delta > 0:
             win = cum[ph] - cum[pl]
-            fp = fp + (win[:, 1] - win[:, 0] * self.lo) / (2 * delta)
-        self.fp = fp
+            above = above + (win[:, 1] - win[:, 0] * self.lo) / (2 * delta)
+        self.fp = above
 
     def spread(self, w: torch.Tensor) -> torch.Tensor:
         """``g_k = sum_i w_i H(s_k - s_i)`` for every negative ``k`` (0 elsewhere)."""
