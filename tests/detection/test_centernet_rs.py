@@ -15,7 +15,7 @@ from torch import nn
 from percepta import config
 from percepta.detection.backbones import Backbone
 from percepta.detection.centernet import CenterNet, CenterNetConfig, build_centernet
-from percepta.detection.centernet_rs import centernet_ranking_losses
+from percepta.detection.centernet_rs import centernet_ranking_losses, expand_positive_cells
 from percepta.detection.centernet_targets import build_targets
 from percepta.errors import ConfigError
 from percepta.losses.focal import penalty_reduced_focal_loss, reg_l1_loss
@@ -205,6 +205,39 @@ def test_ignore_heat_ignores_the_gaussian_cells_above_the_threshold() -> None:
             assert targets[k] == -1
         else:
             assert targets[k] == 0
+
+
+def test_positive_radius_makes_every_cell_near_a_centre_a_positive_of_the_same_box() -> None:
+    # objects centred at (3.2, 3.7) (interior) and (0.6, 0.4) (a corner) on an 8 x 8 map
+    boxes = torch.tensor([[1.2, 1.7, 5.2, 5.7], [0.0, 0.0, 1.2, 0.8]], dtype=torch.float64)
+    tg = build_targets([boxes], [torch.tensor([0, 1])], 2, (8, 8), max_objs=4)
+    big = expand_positive_cells(tg, 1)
+    valid = big["mask"].reshape(-1).bool()
+    cells = big["ind"].reshape(-1)[valid].tolist()
+    # plain loops: the 3 x 3 cells around (3, 3) and the 4 inside the map around (0, 0)
+    expected = [y * 8 + x for y in (2, 3, 4) for x in (2, 3, 4)]
+    expected += [y * 8 + x for y in (0, 1) for x in (0, 1)]
+    assert sorted(cells) == sorted(expected)
+    for cell, reg, wh in zip(
+        big["ind"].reshape(-1)[valid],
+        big["reg"].reshape(-1, 2)[valid],
+        big["wh"].reshape(-1, 2)[valid],
+    ):
+        cx, cy = int(cell) % 8 + float(reg[0]), int(cell) // 8 + float(reg[1])
+        centres = ((3.2, 3.7, 4.0, 4.0), (0.6, 0.4, 1.2, 0.8))  # every copy: the same object
+        assert min(abs(cx - a) + abs(cy - b) + abs(float(wh[0]) - w) + abs(float(wh[1]) - h)
+                   for a, b, w, h in centres) < 1e-5  # fmt: skip
+    assert expand_positive_cells(tg, 0) is tg
+    out = {
+        "logits": torch.randn(1, 2, 8, 8),
+        "wh": torch.full((1, 2, 8, 8), 2.0),
+        "reg": torch.full((1, 2, 8, 8), 0.5),
+    }
+    spy = _Spy(build_ranking_objective({"name": "rank_sort"}, RankingBalanceConfig(min_iou=0.05)))
+    centernet_ranking_losses(spy, out, tg, num_classes=2, positive_radius=1)
+    targets = spy.calls[0][1]
+    pos = (targets > 0).nonzero().squeeze(1).tolist()
+    assert sorted(pos) == sorted([c for c in expected[:9]] + [64 + c for c in expected[9:]])
 
 
 def test_official_min_iou_zero_turns_an_empty_box_into_a_negative() -> None:

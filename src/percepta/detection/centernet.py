@@ -130,6 +130,9 @@ class CenterNetConfig:
     rs_ignore_radius: int = 0
     # ... and the cells whose Gaussian target heat is >= this (0 = off)
     rs_ignore_heat: float = 0.0
+    # ... positives: the cells within this many cells of each object's centre (0 = the centre
+    # cell only), each predicting the object's box from where it is, ranked by its IoU
+    rs_positive_radius: int = 0
 
 
 def _check_float_range(images: Sequence[torch.Tensor]) -> None:
@@ -205,6 +208,7 @@ class CenterNet(nn.Module):
         rs_box_loss: str = "l1",
         rs_ignore_radius: int = 0,
         rs_ignore_heat: float = 0.0,
+        rs_positive_radius: int = 0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -252,6 +256,9 @@ class CenterNet(nn.Module):
         if not 0.0 <= rs_ignore_heat <= 1.0:
             raise ConfigError(f"model.rs_ignore_heat must be in [0, 1], got {rs_ignore_heat}")
         self.rs_ignore_heat = float(rs_ignore_heat)
+        if rs_positive_radius < 0:
+            raise ConfigError(f"model.rs_positive_radius must be >= 0, got {rs_positive_radius}")
+        self.rs_positive_radius = int(rs_positive_radius)
         self.distiller: Any = (
             None  # a percepta.detection.distill.Distiller adds KD terms in training
         )
@@ -426,6 +433,7 @@ class CenterNet(nn.Module):
                 norm_wh=self.norm_wh,
                 ignore_radius=self.rs_ignore_radius,
                 ignore_heat=self.rs_ignore_heat,
+                positive_radius=self.rs_positive_radius,
             )
         hm = penalty_reduced_focal_loss(
             out["heat"].float(), tg["heatmap"], ignore=tg.get("ignore")
@@ -536,6 +544,7 @@ def build_centernet(cfg: CenterNetConfig) -> CenterNet:
         rs_box_loss=getattr(cfg, "rs_box_loss", "l1"),
         rs_ignore_radius=getattr(cfg, "rs_ignore_radius", 0),
         rs_ignore_heat=getattr(cfg, "rs_ignore_heat", 0.0),
+        rs_positive_radius=getattr(cfg, "rs_positive_radius", 0),
     )
     model.distill_options = cfg.distill
     model.config = cfg
