@@ -1,15 +1,25 @@
 """Small tensor operations shared by tasks and losses (below both in the layering).
 
 ``peak_mask`` is the one 3x3 max-pool peak picker of percepta: the CenterNet decode, the ONNX
-graphs and the distillation losses' peak weights all use it.
+graphs and the distillation losses' peak weights all use it. ``aligned_box_iou`` is the paired
+IoU the ranking-loss heads take their targets from.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops._utils import _loss_inter_union
 
-__all__ = ["peak_mask"]
+__all__ = ["peak_mask", "aligned_box_iou"]
+
+
+def aligned_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of ``boxes1[i]`` with ``boxes2[i]`` (``[N,4]`` XYXY each) -> ``[N]``: the diagonal of
+    ``torchvision.ops.box_iou`` without the ``N x N`` matrix (torchvision's own aligned
+    intersection / union, the one its GIoU loss uses; a private helper of torchvision)."""
+    inter, union = _loss_inter_union(boxes1, boxes2)
+    return inter / union.clamp(min=torch.finfo(union.dtype).eps)
 
 
 def peak_mask(heat: torch.Tensor, kernel: int = 3, *, equality_free: bool = False) -> torch.Tensor:

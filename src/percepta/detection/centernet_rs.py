@@ -103,11 +103,11 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 from torchvision.ops import generalized_box_iou_loss
-from torchvision.ops._utils import _loss_inter_union
 
 from percepta.errors import ConfigError
 from percepta.losses.focal import gather_slots
 from percepta.losses.ranking_objective import RankingObjective
+from percepta.ops import aligned_box_iou
 
 __all__ = [
     "RS_BOX_LOSSES",
@@ -166,11 +166,6 @@ def slot_boxes(ind: torch.Tensor, width: int, wh: torch.Tensor, off: torch.Tenso
     return torch.cat([centre - half, centre + half], dim=-1)
 
 
-def _paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    inter, union = _loss_inter_union(a, b)
-    return inter / union.clamp(min=1e-12)
-
-
 def select_positives(
     tg: dict[str, torch.Tensor],
     pred_boxes: torch.Tensor,
@@ -190,7 +185,7 @@ def select_positives(
     image = torch.div(slot, m, rounding_mode="floor")
     flat = (image * num_classes + tg["cls"].reshape(-1)[slot]) * hw + tg["ind"].reshape(-1)[slot]
     with torch.no_grad():
-        iou = _paired_iou(pred_boxes.reshape(-1, 4)[slot], gt_boxes.reshape(-1, 4)[slot])
+        iou = aligned_box_iou(pred_boxes.reshape(-1, 4)[slot], gt_boxes.reshape(-1, 4)[slot])
     # order by cell, then by IoU (descending), then by slot: keep the first object of each cell
     order = torch.argsort(-iou, stable=True)
     order = order[torch.argsort(flat[order], stable=True)]

@@ -71,28 +71,19 @@ from torchvision.ops import (
     generalized_box_iou_loss,
     remove_small_boxes,
 )
-from torchvision.ops._utils import _loss_inter_union
 
 from percepta.errors import DataError
 from percepta.losses.ranking_objective import RankingObjective
+from percepta.ops import aligned_box_iou
 
 __all__ = [
     "RPN_BOX_CODER_WEIGHTS",
     "RankBasedPredictor",
     "RankBasedRPN",
     "RankBasedRoIHeads",
-    "aligned_box_iou",
 ]
 
 RPN_BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # official RS RPN: mmdet stds 0.1/0.1/0.2/0.2
-
-
-def aligned_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of ``boxes1[i]`` with ``boxes2[i]`` (``[N,4]`` XYXY each) -> ``[N]``: the diagonal of
-    ``torchvision.ops.box_iou`` without the ``N x N`` matrix (torchvision's own aligned
-    intersection / union, the one its GIoU loss uses)."""
-    inter, union = _loss_inter_union(boxes1, boxes2)
-    return inter / union.clamp(min=torch.finfo(union.dtype).eps)
 
 
 def _positive_targets(objective: RankingObjective, iou: torch.Tensor) -> torch.Tensor:
