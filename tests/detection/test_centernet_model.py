@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from tests.detection.toy_scenes import toy_batch
 from torch import nn
 from torchvision.ops import box_iou
 from torchvision.transforms.v2 import functional as TF
@@ -247,18 +248,6 @@ def test_time_train_step_breakdown() -> None:
 
 
 # ----------------------------------------------------------------------------- CPU overfit
-def _toy_batch() -> tuple[torch.Tensor, list[dict]]:
-    imgs = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
-    imgs[0, :, 10:30, 8:40] = torch.tensor([255, 40, 40], dtype=torch.uint8).view(3, 1, 1)
-    imgs[0, :, 40:60, 44:60] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
-    imgs[1, :, 20:52, 16:36] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
-    targets = [
-        make_target([[8, 10, 40, 30], [44, 40, 60, 60]], [0, 1], 0, (64, 64)),
-        make_target([[16, 20, 36, 52]], [1], 1, (64, 64)),
-    ]
-    return imgs, targets
-
-
 def _centres(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[:, :2] + boxes[:, 2:]) / 2
 
@@ -267,7 +256,7 @@ def _centres(boxes: torch.Tensor) -> torch.Tensor:
 def test_overfits_two_images_and_predicts_in_original_pixels() -> None:
     torch.manual_seed(0)
     model = build_centernet(CenterNetConfig(num_classes=2, input_size=64, class_names=["r", "b"]))
-    imgs, targets = _toy_batch()
+    imgs, targets = toy_batch()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     history = []

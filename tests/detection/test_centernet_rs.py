@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.detection.toy_scenes import toy_batch
 from torch import nn
 
 from percepta import config
@@ -448,6 +449,14 @@ def test_config_from_dict_nested_section_and_errors() -> None:
         build_centernet(opts)
     with pytest.raises(ConfigError, match="rs_box_loss"):
         _rs_model(rs_box_loss="iou")
+    for option, bad in (
+        ("rs_ignore_radius", -1),
+        ("rs_ignore_heat", 1.5),
+        ("rs_positive_radius", -2),
+    ):
+        with pytest.raises(ConfigError, match=option) as e:
+            _rs_model(**{option: bad})
+        assert "\n" not in str(e.value)
 
 
 def test_preset_differs_from_the_focal_recipe_only_in_the_loss() -> None:
@@ -463,18 +472,6 @@ def test_preset_differs_from_the_focal_recipe_only_in_the_loss() -> None:
 
 
 # ----------------------------------------------------------------------------- learning
-def _toy() -> tuple[torch.Tensor, list[dict]]:
-    imgs = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
-    imgs[0, :, 10:30, 8:40] = torch.tensor([255, 40, 40], dtype=torch.uint8).view(3, 1, 1)
-    imgs[0, :, 40:60, 44:60] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
-    imgs[1, :, 20:52, 16:36] = torch.tensor([40, 40, 255], dtype=torch.uint8).view(3, 1, 1)
-    targets = [
-        make_target([[8, 10, 40, 30], [44, 40, 60, 60]], [0, 1], 0, (64, 64)),
-        make_target([[16, 20, 36, 52]], [1], 1, (64, 64)),
-    ]
-    return imgs, targets
-
-
 @pytest.fixture(scope="module")
 def trained() -> tuple[CenterNet, torch.Tensor, list[dict], list[float]]:
     torch.manual_seed(0)
@@ -488,7 +485,7 @@ def trained() -> tuple[CenterNet, torch.Tensor, list[dict], list[float]]:
         ranking=RankingBalanceConfig(min_iou=0.05),
     )
     model = build_centernet(cfg).train()
-    imgs, targets = _toy()
+    imgs, targets = toy_batch()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = []
     for _ in range(30):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from tests.detection.tiny_faster_rcnn import TINY, images, targets, tiny_model
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -20,7 +21,6 @@ from percepta import config
 from percepta.detection.faster_rcnn import (
     FasterRCNN,
     FasterRCNNConfig,
-    build_faster_rcnn,
     build_fpn_backbone,
     to_torchvision_targets,
 )
@@ -31,37 +31,10 @@ from percepta.structures import make_target
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-6
-TINY = {
-    "backbone": "test_resnet",
-    "num_classes": 3,
-    "class_names": ["a", "b", "c"],
-    "min_size": 64,
-    "max_size": 96,
-    "fpn_channels": 16,
-    "representation_size": 32,
-    "anchor_sizes": [8, 16, 32, 64, 128],
-    "box_score_thresh": 0.0,
-}
 
 
 def tiny(seed: int = 0, **overrides) -> FasterRCNN:
-    torch.manual_seed(seed)
-    return build_faster_rcnn(FasterRCNNConfig(**{**TINY, **overrides}))
-
-
-def images(seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-        for h, w in ((64, 64), (48, 80))
-    ]
-
-
-def targets() -> list[dict]:
-    return [
-        make_target([[4, 6, 30, 40], [40, 10, 60, 60]], [0, 2], 7, (64, 64)),
-        make_target([[10, 5, 70, 44]], [1], 8, (48, 80)),
-    ]
+    return tiny_model(TINY, seed, **overrides)
 
 
 def unit(ims: list[torch.Tensor]) -> list[torch.Tensor]:

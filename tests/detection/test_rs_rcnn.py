@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.detection.tiny_faster_rcnn import TINY as BASE
+from tests.detection.tiny_faster_rcnn import images, targets, tiny_model
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
@@ -22,7 +24,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_p
 from torchvision.ops import box_iou, generalized_box_iou
 
 from percepta import config
-from percepta.detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from percepta.detection.faster_rcnn import FasterRCNN
 from percepta.detection.relation_interface import relation_detector
 from percepta.detection.rs_rcnn import RankBasedPredictor, RankBasedRoIHeads, RankBasedRPN
 from percepta.engine.build import build_model
@@ -40,41 +42,17 @@ RS_KEYS = {
     "loss_roi_box",
 }
 TINY = {
-    "backbone": "test_resnet",
-    "num_classes": C,
-    "class_names": ["a", "b", "c"],
-    "min_size": 64,
-    "max_size": 96,
-    "fpn_channels": 16,
-    "representation_size": 32,
-    "anchor_sizes": [8, 16, 32, 64, 128],
+    **BASE,
     "rpn_pre_nms_top_n_train": 100,
     "rpn_post_nms_top_n_train": 30,
     "rpn_pre_nms_top_n_test": 100,
     "rpn_post_nms_top_n_test": 30,
-    "box_score_thresh": 0.0,
     "cls_loss": {"name": "rank_sort"},
 }
 
 
 def tiny(seed: int = 0, **overrides) -> FasterRCNN:
-    torch.manual_seed(seed)
-    return build_faster_rcnn(FasterRCNNConfig(**{**TINY, **overrides}))
-
-
-def images(seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-        for h, w in ((64, 64), (48, 80))
-    ]
-
-
-def targets() -> list[dict]:
-    return [
-        make_target([[4, 6, 30, 40], [40, 10, 60, 60]], [0, 2], 7, (64, 64)),
-        make_target([[10, 5, 70, 44]], [1], 8, (48, 80)),
-    ]
+    return tiny_model(TINY, seed, **overrides)
 
 
 def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:

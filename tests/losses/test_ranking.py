@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from percepta.errors import DataError, PerceptaError
-from percepta.losses import ranking
+from percepta.losses import ranking, ranking_sums
 from percepta.losses.ranking import alrp_loc_loss, alrp_loss, ap_loss, rank_sort_loss
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "rs_loss"
@@ -27,7 +27,7 @@ def paths(request, monkeypatch):
     inputs take), and the uniform-grid bucketing + dominance tree (what 1e5+ logits / 256+
     positives take), forced on the small test inputs by lowering the thresholds."""
     if request.param == "large-input paths":
-        monkeypatch.setattr(ranking, "_GRID_MIN_N", 0)
+        monkeypatch.setattr(ranking_sums, "_GRID_MIN_N", 0)
         monkeypatch.setattr(ranking, "_DENSE_MAX_P", 0)
     return request.param
 
@@ -338,15 +338,15 @@ def test_grid_bucketing_equals_binary_search():
     x = torch.cat([torch.randn(5000, generator=g, dtype=torch.float64) * 2, edges, edges + 1e-15])
     skip = torch.rand(len(x), generator=g) < 0.1
     expected = torch.searchsorted(edges, x, right=True).masked_fill(skip, 99)
-    got = ranking._bucket_grid(x, edges, skip, 99)
+    got = ranking_sums._bucket_grid(x, edges, skip, 99)
     assert got is not None and torch.equal(got.long(), expected)
     x32 = x.float()  # float32 logits compare with the edges rounded to float32
     expected32 = torch.searchsorted(edges.float(), x32, right=True).masked_fill(skip, 99)
-    assert torch.equal(ranking._bucket_grid(x32, edges, skip, 99).long(), expected32)
+    assert torch.equal(ranking_sums._bucket_grid(x32, edges, skip, 99).long(), expected32)
     for tied in (torch.zeros(10, dtype=torch.float64), torch.tensor([0.0] * 5 + [1.0] * 3)):
         tied = tied.double()  # many edges in one cell, or all edges equal (zero range)
         expected = torch.searchsorted(tied, x, right=True).masked_fill(skip, 99)
-        assert torch.equal(ranking._bucket_grid(x, tied, skip, 99).long(), expected)
+        assert torch.equal(ranking_sums._bucket_grid(x, tied, skip, 99).long(), expected)
 
 
 @pytest.mark.parametrize("offset", [0.0, 300.0, -5000.0])
@@ -357,4 +357,4 @@ def test_grid_bucketing_is_exact_far_from_zero_in_float32(offset):
     pos = torch.randperm(20000, generator=g)[:50]
     edges = torch.sort(torch.cat([x32[pos].double() - 0.5, x32[pos].double() + 0.5])).values
     expected = torch.searchsorted(edges.float(), x32, right=True)
-    assert torch.equal(ranking._bucket_grid(x32, edges, None, 0).long(), expected)
+    assert torch.equal(ranking_sums._bucket_grid(x32, edges, None, 0).long(), expected)
