@@ -349,6 +349,25 @@ def test_grid_bucketing_equals_binary_search():
         assert torch.equal(ranking_sums._bucket_grid(x, tied, skip, 99).long(), expected)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_grid_bucketing_near_cell_bounds(seed):
+    # clustered edges and elements a quarter cell (the table's margin) either side of each edge
+    # and of the cell bounds: every one must land where the binary search puts it
+    g = torch.Generator().manual_seed(seed)
+    n_edges = int(torch.randint(2, 300, (1,), generator=g))
+    centres = torch.randn(max(1, n_edges // 4), generator=g, dtype=torch.float64)
+    pick = torch.randint(0, len(centres), (n_edges,), generator=g)
+    edges = torch.sort(centres[pick] + 1e-3 * torch.randn(n_edges, generator=g).double()).values
+    x = torch.randn(20000, generator=g, dtype=torch.float64) * 2
+    m = max(64, min(64 * n_edges, (x.numel() + 10 * n_edges) // 4))
+    h = float(edges[-1] - edges[0]) / (m - 2)
+    bounds = float(edges[0]) - h + h * torch.arange(m + 1, dtype=torch.float64)
+    near = torch.cat([edges + k * h / 4 for k in (-1.01, -0.99, 0.0, 0.99, 1.01)])
+    x = torch.cat([x, near, bounds[:: max(1, m // 2000)]])
+    expected = torch.searchsorted(edges, x, right=True)
+    assert torch.equal(ranking_sums._bucket_grid(x, edges, None, 0).long(), expected)
+
+
 @pytest.mark.parametrize("offset", [0.0, 300.0, -5000.0])
 def test_grid_bucketing_is_exact_far_from_zero_in_float32(offset):
     # logits far from 0 with a narrow spread: float32 cannot resolve a grid cell by itself
