@@ -78,7 +78,7 @@ from torch.nn import functional as F
 
 from percepta.errors import ConfigError, DataError
 from percepta.registry import MODELS
-from percepta.scene_graph.feature_cache import DetectorFeatureCache
+from percepta.scene_graph.feature_cache import DetectorFeatureCache, detector_fingerprint
 from percepta.scene_graph.features import (
     RoIFeatureHead,
     UnionFeatureHead,
@@ -152,6 +152,10 @@ class RelationOptions:
     # training: keep each image's frozen-detector features across epochs, up to this many MiB
     # (0 = recompute at every step, as Scene-Graph-Benchmark does); see feature_cache.py
     feature_cache_mb: float = 2048.0
+    # and the images beyond that budget in this folder ("" = no disk tier): one float16 file per
+    # image under a subfolder named by the detector's fingerprint, reused by later epochs and runs
+    feature_cache_dir: str = ""
+    feature_cache_disk_mb: float = 65536.0  # the disk tier's budget (MiB)
 
 
 def _names_without_background(names: Sequence[str]) -> list[str]:
@@ -661,12 +665,24 @@ class RelationModel(nn.Module):
             return det.features([im.to(dev) for im in imgs])
 
     def _train_features(self, imgs: list[torch.Tensor], targets: Sequence[dict[str, Any]]) -> Any:
-        """Training features: per image through the cache (``feature_cache_mb`` > 0), else the
-        batched detector call."""
-        if self.options.feature_cache_mb <= 0:
+        """Training features: per image through the cache (``feature_cache_mb`` > 0 or a
+        ``feature_cache_dir``), else the batched detector call."""
+        o = self.options
+        if o.feature_cache_mb <= 0 and not o.feature_cache_dir:
             return self._run_detector(imgs)
         if self._frozen.cache is None:
-            self._frozen.cache = DetectorFeatureCache(self.options.feature_cache_mb)
+            fingerprint = ""
+            if o.feature_cache_dir:
+                det = self.detector
+                fingerprint = detector_fingerprint(
+                    self._frozen.module if self._frozen.module is not None else det
+                )
+            self._frozen.cache = DetectorFeatureCache(
+                o.feature_cache_mb,
+                disk_dir=o.feature_cache_dir or None,
+                disk_max_mb=o.feature_cache_disk_mb,
+                detector_fingerprint=fingerprint,
+            )
         dev = self._device()
         ids = [t.get("image_id") if isinstance(t, dict) else None for t in targets]
         return self._frozen.cache.features(self.detector, [im.to(dev) for im in imgs], ids)
