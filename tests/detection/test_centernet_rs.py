@@ -20,6 +20,7 @@ from percepta.detection.centernet_rs import centernet_ranking_losses, expand_pos
 from percepta.detection.centernet_targets import build_targets
 from percepta.errors import ConfigError
 from percepta.losses.focal import penalty_reduced_focal_loss, reg_l1_loss
+from percepta.losses.ranking import rank_sort_loss
 from percepta.losses.ranking_objective import RankingBalanceConfig, build_ranking_objective
 from percepta.structures import make_target
 
@@ -59,6 +60,7 @@ class _Spy:
 
     def __init__(self, objective) -> None:
         self.objective, self.calls = objective, []
+        self.per_class = objective.per_class
 
     def iou_targets(self, iou):
         return self.objective.iou_targets(iou)
@@ -162,6 +164,30 @@ def test_positives_iou_targets_and_ignored_cells_match_hand_computation() -> Non
     torch.testing.assert_close(scores, exp_scores, rtol=1e-6, atol=0)
     assert logits.dtype == torch.float32 and logits.shape == (2 * 2 * H * W,)
     assert set(losses) == {"loss_rank", "loss_sort", "loss_box"}
+
+
+def test_per_class_ranks_each_class_channel_alone() -> None:
+    # ranking.per_class: the head hands the objective one row per class channel, [C, B*H*W],
+    # and the losses are each channel's own RS loss weighted by its share of the positives
+    out, tg = _hand_case()
+    balance = RankingBalanceConfig(min_iou=0.05, per_class=True)
+    spy = _Spy(build_ranking_objective({"name": "rank_sort"}, balance))
+    losses = centernet_ranking_losses(spy, out, tg, num_classes=2, wh_weight=0.1, off_weight=1.0)
+    ((logits, targets, _, _),) = spy.calls
+    exp = _expected_targets().view(2, 2, H, W)  # [B, C, H, W] by plain loops
+    want_logits = out["logits"].detach()
+    for c in range(2):
+        channel = torch.cat([want_logits[b, c].reshape(-1) for b in range(2)])
+        assert torch.equal(logits[c].detach(), channel)
+        channel_t = torch.cat([exp[b, c].reshape(-1) for b in range(2)])
+        torch.testing.assert_close(targets[c].double(), channel_t, rtol=0, atol=1e-6)
+    counts = [(exp[:, c] > 0).sum().item() for c in range(2)]
+    want = sum(
+        rank_sort_loss(logits[c].detach(), targets[c], 0.5)[0].item() * counts[c] / sum(counts)
+        for c in range(2)
+        if counts[c]
+    )
+    assert abs(losses["loss_rank"].item() - want) < 1e-6
 
 
 @pytest.mark.parametrize("radius", [1, 2])
@@ -462,7 +488,7 @@ def test_config_from_dict_nested_section_and_errors() -> None:
 def test_preset_differs_from_the_focal_recipe_only_in_the_loss() -> None:
     focal = config.to_dict(config.load(REPO / "configs/detection/centernet_r18_builtin.yaml"))
     rs = config.to_dict(config.load(REPO / "configs/detection/rs_centernet_r18_builtin.yaml"))
-    assert rs["model"]["cls_loss"] == {"name": "rank_sort", "delta": 0.5}
+    assert rs["model"]["cls_loss"] == {"name": "rank_sort", "delta": 2.0}
     assert rs["model"]["ranking"]["min_iou"] == 0.05
     assert focal["model"]["cls_loss"] is None
     assert rs["train"] == focal["train"] and rs["data"] == focal["data"]

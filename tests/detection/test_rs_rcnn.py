@@ -413,6 +413,10 @@ def test_config_yaml_builds_the_rs_model_and_validates_cls_loss(tmp_path):
     cfg = config.load(_write(tmp_path, "  cls_loss: {name: smooth_ap}"))
     with pytest.raises(ConfigError, match="not a ranking classification loss"):
         build_model(cfg)
+    per_class = "  cls_loss: {name: rank_sort}\n  ranking: {per_class: true}"
+    with pytest.raises(ConfigError, match="per_class") as info:
+        build_model(config.load(_write(tmp_path, per_class)))
+    assert "\n" not in str(info.value)
 
 
 def test_a_checkpoint_rebuilds_the_rs_model(tmp_path):

@@ -148,6 +148,7 @@ def test_iou_targets_are_detached_and_floored():
         ({"name": "rank_sort"}, {"task_balance": "auto"}, "task_balance"),
         ({"name": "rank_sort"}, {"min_iou": 1.0}, "min_iou"),
         ({"name": "alrp"}, {"task_balance": "self", "sb_period": 0}, "sb_period"),
+        ({"name": "alrp"}, {"per_class": True}, "per_class"),
     ],
 )
 def test_bad_options_are_one_line_config_errors(cls_loss, balance, match):
@@ -161,3 +162,61 @@ def test_no_cls_loss_means_no_objective_and_options_reach_the_loss():
     assert build_ranking_objective({"name": ""}, None) is None
     obj = build_ranking_objective({"name": "rank_sort", "delta": 0.3}, None)
     assert obj.loss.delta == 0.3
+
+
+def _rows_case(seed: int = 5, c: int = 3, m: int = 50):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(c, m, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.zeros(c, m, dtype=torch.float64)
+    counts = [4, 0, 7][:c]  # a class without positives adds nothing
+    for row, k in enumerate(counts):
+        idx = torch.randperm(m, generator=g)
+        targets[row, idx[:k]] = torch.rand(k, generator=g, dtype=torch.float64) * 0.7 + 0.3
+        targets[row, idx[k : k + 3]] = -1.0
+    p = sum(counts)
+    box = torch.rand(p, generator=g, dtype=torch.float64) + 0.1
+    scores = torch.rand(p, generator=g, dtype=torch.float64)
+    return logits, targets, counts, box, scores
+
+
+@pytest.mark.parametrize("name", ["rank_sort", "ap_loss"])
+def test_per_class_ranks_each_row_alone_weighted_by_its_positives(name):
+    logits, targets, counts, box, scores = _rows_case()
+    out = _objective(name, per_class=True)(logits, targets, box, scores)
+    total = sum(counts)
+    want, grads = {}, torch.zeros_like(logits)
+    for row, k in enumerate(counts):  # each class ranked alone by the plain loss functions
+        if k == 0:
+            continue
+        x = logits.detach()[row].clone().requires_grad_(True)
+        if name == "rank_sort":
+            r, s = rank_sort_loss(x, targets[row], 0.5)
+            parts = {"rank": r, "sort": s}
+        else:
+            parts = {"ap": ap_loss(x, torch.where(targets[row] > 0, 1.0, targets[row]), 1.0)}
+        (sum(parts.values()) * k / total).backward()
+        grads[row] = x.grad
+        for key, v in parts.items():
+            want[key] = want.get(key, 0.0) + v.item() * k / total
+    for key, v in want.items():
+        assert abs(out[f"loss_x_{key}"].item() - v) < 1e-12
+    cls_terms = [v for key, v in out.items() if key != "loss_x_box"]
+    sum(cls_terms).backward()
+    torch.testing.assert_close(logits.grad, grads, rtol=0, atol=1e-12)
+    assert logits.grad[1].abs().max().item() == 0.0  # the row without positives
+    # joint ranking of the same entries differs (the rows interact): per_class is not a no-op
+    joint = _objective(name)(logits.detach().reshape(-1), targets.reshape(-1), box, scores)
+    assert abs(joint[f"loss_x_{next(iter(want))}"].item() - next(iter(want.values()))) > 1e-6
+    weighted = float((box * scores).sum() / scores.sum())  # the box term: value balanced
+    assert abs(out["loss_x_box"].item() - sum(want.values())) < 1e-12 and weighted > 0
+
+
+def test_per_class_without_positives_and_with_flat_logits():
+    logits, targets, _, box, scores = _rows_case()
+    empty = torch.zeros_like(targets)
+    out = _objective("rank_sort", per_class=True)(logits, empty, box[:0], scores[:0])
+    assert out["loss_x_rank"].item() == 0.0 and out["loss_x_box"].item() == 0.0
+    out["loss_x_rank"].backward()  # connected, zero gradient
+    assert logits.grad.abs().max().item() == 0.0
+    with pytest.raises(ConfigError, match="per_class"):
+        _objective("rank_sort", per_class=True)(logits.reshape(-1), targets.reshape(-1), box)

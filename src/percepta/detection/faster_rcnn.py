@@ -389,6 +389,11 @@ class FasterRCNN(nn.Module):
 
         box_head = TwoMLPHead(backbone.out_channels * 7 * 7, int(representation_size))
         rpn_objective = build_ranking_objective(cls_loss, ranking, prefix="rpn_")
+        if rpn_objective is not None and rpn_objective.per_class:
+            raise ConfigError(
+                "model.ranking.per_class: RS-R-CNN ranks one vector (the RPN has one class); "
+                "per-class ranking is a CenterNet option (set per_class: false)"
+            )
         if rpn_objective is None:
             predictor = FastRCNNPredictor(int(representation_size), num_classes + 1)
         else:

@@ -29,6 +29,13 @@ How the box term is weighted (``model.ranking``, :class:`RankingBalanceConfig`):
   sums are buffers, so they live in the checkpoint and a resumed run continues exactly;
 * ``task_balance: fixed``: the box term times ``box_weight``.
 
+**Per-class ranking** (``per_class: true``, ``rank_sort`` and ``ap_loss``): the head passes its
+logits and targets as ``[C, M]`` (one row per class); each row is ranked on its own (a class's
+positives against that class's negatives only, as COCO AP ranks each class separately) and the
+row losses are combined weighted by their share of the positives, ``sum_c (P_c / P) L_c``: the
+mean over all positives of their own errors, so each positive's identity-update gradient keeps
+the ``1 / P`` of the joint ranking. Rows without a positive add nothing.
+
 The losses themselves come from the ``LOSSES`` registry (:mod:`percepta.losses.ranking`), chosen by
 name in the detector's ``cls_loss:`` section, e.g. ``cls_loss: {name: rank_sort, delta: 0.5}``.
 """
@@ -70,6 +77,10 @@ class RankingBalanceConfig:
     # floor of the IoU targets; 0 = official (a positive whose predicted box misses its ground
     # truth entirely gets IoU 0 and so counts as a negative)
     min_iou: float = 0.0
+    # one ranking per class (rank_sort / ap_loss; the head passes its logits as [C, M] rows),
+    # combined as the mean over all positives, instead of one ranking of every class together:
+    # COCO AP ranks each class on its own
+    per_class: bool = False
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -120,6 +131,11 @@ class RankingObjective(nn.Module):
             raise ConfigError(f"ranking.sb_period must be >= 1, got {balance.sb_period}")
         if not 0.0 <= balance.min_iou < 1.0:
             raise ConfigError(f"ranking.min_iou must be in [0, 1), got {balance.min_iou}")
+        if balance.per_class and kind == "alrp":
+            raise ConfigError(
+                "ranking.per_class works with rank_sort and ap_loss; aLRP ranks its "
+                "localisation errors across all classes (set per_class: false)"
+            )
         self.loss = loss
         self.kind = kind
         self.balance = balance
@@ -128,6 +144,11 @@ class RankingObjective(nn.Module):
         self.register_buffer("sb_weight", torch.tensor(float(balance.sb_init), dtype=torch.float64))
         self.register_buffer("sb_sums", torch.zeros(2, dtype=torch.float64))  # cls, box
         self.register_buffer("sb_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def per_class(self) -> bool:
+        """Whether the head must pass ``[C, M]`` logits (one ranking per class)."""
+        return bool(self.balance.per_class)
 
     # ------------------------------------------------------------------ targets
     def iou_targets(self, iou: torch.Tensor) -> torch.Tensor:
@@ -148,14 +169,18 @@ class RankingObjective(nn.Module):
         """The head's loss terms.
 
         Args:
-            logits: ``[M]`` classification logits, all images and classes flattened.
-            targets: ``[M]``: IoU target in ``(0, 1]`` for positives, 0 negatives, -1 ignored.
+            logits: ``[M]`` classification logits, all images and classes flattened
+                (``[C, M]``, one row per class, with ``per_class``).
+            targets: ``[M]``: IoU target in ``(0, 1]`` for positives, 0 negatives, -1 ignored
+                (``[C, M]`` with ``per_class``).
             box_losses: ``[P]`` localisation loss of each positive (GIoU loss, say), in the order
                 the positives appear in ``targets``; differentiable.
             box_scores: ``[P]`` the positives' max class probability (detached) for score
                 weighting; ``None`` = uniform.
         """
         p = f"loss_{self.prefix}"
+        if self.balance.per_class:
+            return self._per_class(p, logits, targets.to(logits.dtype), box_losses, box_scores)
         logits = logits.reshape(-1)
         targets = targets.reshape(-1).to(logits.dtype)
         if self.kind == "rank_sort":
@@ -173,6 +198,39 @@ class RankingObjective(nn.Module):
         cls, rank, _order = self.loss(logits, binary, box_losses.detach())
         loc = alrp_loc_loss(logits[targets > 0], box_losses, rank)
         return {f"{p}alrp_cls": cls, f"{p}alrp_loc": self._balanced(loc, cls.detach())}
+
+    def _per_class(
+        self,
+        p: str,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        box_losses: torch.Tensor,
+        box_scores: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """``per_class``: one ranking per row of ``[C, M]`` logits (module docstring)."""
+        if logits.dim() != 2 or logits.shape != targets.shape:
+            raise ConfigError(
+                f"ranking.per_class: the head must pass [C, M] logits and targets, got "
+                f"{tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
+        counts = (targets > 0).sum(1)
+        total = int(counts.sum())
+        terms: list[torch.Tensor] = []
+        for c in counts.nonzero().flatten().tolist():
+            share = float(counts[c]) / total
+            row = targets[c]
+            if self.kind == "rank_sort":
+                parts = self.loss(logits[c], row)
+            else:
+                parts = (self.loss(logits[c], torch.where(row > 0, torch.ones_like(row), row)),)
+            terms.append(torch.stack(list(parts)) * share)
+        n_parts = 2 if self.kind == "rank_sort" else 1
+        cls = torch.stack(terms).sum(0) if terms else logits.sum() * 0.0 + logits.new_zeros(n_parts)
+        box = weighted_mean(box_losses, box_scores if self.balance.score_weighting else None)
+        names = ("rank", "sort") if self.kind == "rank_sort" else ("ap",)
+        out = {f"{p}{name}": cls[i] for i, name in enumerate(names)}
+        out[f"{p}box"] = self._balanced(box, cls.sum().detach())
+        return out
 
     def _balanced(self, box: torch.Tensor, cls_value: torch.Tensor) -> torch.Tensor:
         mode = self.balance.task_balance

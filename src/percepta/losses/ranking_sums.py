@@ -2,7 +2,7 @@
 
 The smoothed step ``H`` is piecewise linear, so every sum over the negatives splits into a full
 count and a linear window part per positive: :class:`_NegBuckets` buckets every logit against
-the ``2P`` sorted window edges (:func:`_bucket_grid` from 1e5 logits: O(1) per element, no binary
+the ``2P`` sorted window edges (:func:`_bucket_grid` from 2e4 logits: O(1) per element, no binary
 search) and gives every ``FP_i`` and every negative's gradient from per-bucket counts and sums;
 :class:`_DominanceTree` is the merge-sort tree of the RS sorting terms with many positives.
 Written by hand because no library offers these sums; arithmetic in float64.
@@ -34,7 +34,9 @@ def _prefix(w: torch.Tensor) -> torch.Tensor:
 
 
 # Path thresholds (module constants so the tests can force every path on small inputs).
-_GRID_MIN_N = 100_000  # from this many logits, bucket through a uniform grid (no binary search)
+# from this many logits, bucket through a uniform grid (no binary search); measured crossover:
+# at 1e4 logits the binary search is ~10 % faster, at 3e4 the grid ~15 %
+_GRID_MIN_N = 20_000
 
 
 def _bucket_grid(
