@@ -109,45 +109,52 @@ class _NegBuckets:
         positives ``pos_idx`` (no ignored entries): those few are then moved to the unread
         bucket instead of masking the whole vector."""
         self.delta, self.x = delta, logits
-        self.lo, self.hi = sp - delta, sp + delta
         p = sp.numel()
-        edges, self.perm = torch.sort(torch.cat([self.lo, self.hi]))
+        self.both = torch.cat([sp - delta, sp + delta])  # the window edges lo_i, then hi_i
+        self.lo = self.both[:p]
+        edges, self.perm = torch.sort(self.both)
         nb = 2 * p + 2  # buckets 0..2P, and 2P + 1 for the entries that are not negatives
+        x64 = logits.to(_F64)
         if logits.numel() >= _GRID_MIN_N:
             bucket = _bucket_grid(logits, edges, skip, nb - 1)
         else:
-            bucket = torch.searchsorted(edges, logits.to(_F64), right=True, out_int32=True)
+            bucket = torch.searchsorted(edges, x64, right=True, out_int32=True)
             if skip is not None:
                 bucket.masked_fill_(skip, nb - 1)
         if skip is None:  # the positives join the unread bucket (their gradient is overwritten)
             bucket[pos_idx] = nb - 1
         self.bucket = bucket
-        counts = torch.bincount(bucket, minlength=nb)[: nb - 1]
-        sums = torch.bincount(bucket, weights=logits.to(_F64), minlength=nb)[: nb - 1]
+        counts = torch.bincount(bucket, minlength=nb)[: nb - 1].to(_F64)
+        sums = torch.bincount(bucket, weights=x64, minlength=nb)[: nb - 1]
         # cum[b - 1] = totals of the buckets < b; a positive's window starts at bucket pl >= 1
-        cum = torch.stack([counts.to(_F64), sums], 1).cumsum_(0)
-        pl = torch.searchsorted(edges, self.lo)
-        ph = torch.searchsorted(edges, self.hi)
-        above = cum[-1, 0] - cum[ph, 0]
+        cum = torch.stack([counts, sums], 1).cumsum_(0)
+        at = cum[torch.searchsorted(edges, self.both)]  # rows at pl (lo_i), then at ph (hi_i)
+        at_lo, at_hi = at[:p], at[p:]
+        above = cum[-1, 0] - at_hi[:, 0]
         if delta > 0:
-            win = cum[ph] - cum[pl]
+            win = at_hi - at_lo
             above = above + (win[:, 1] - win[:, 0] * self.lo) / (2 * delta)
         self.fp = above
 
     def spread(self, w: torch.Tensor) -> torch.Tensor:
-        """``g_k = sum_i w_i H(s_k - s_i)`` for every negative ``k`` (0 elsewhere)."""
-        z = torch.zeros_like(w)
-        ev = torch.stack(
-            [torch.cat([z, w]), torch.cat([w, -w]), torch.cat([w * self.lo, -w * self.lo])], 1
-        )
-        pre = _prefix(ev[self.perm])  # [2P + 1, 3]: full count, window weight, window w * lo
+        """``g_k = sum_i w_i H(s_k - s_i)`` for every negative ``k`` (0 elsewhere).
+
+        Within a bucket ``g`` is ``A + B s_k``; each edge changes the slope and intercept: a
+        window opening at ``lo_i`` adds ``(u_i, -u_i lo_i)`` with ``u_i = w_i / (2 delta)``, its
+        end at ``hi_i`` adds ``(-u_i, u_i hi_i)`` (the ramp leaves at height ``w_i``); so
+        ``slope = cat(u, -u)`` and ``intercept = -slope * edges`` per edge, prefix-summed in
+        edge order. With ``delta = 0`` the step at ``s_i`` adds ``w_i`` to the intercept."""
         if self.delta == 0:
-            ab = torch.stack([pre[:, 0], torch.zeros_like(pre[:, 0])])
+            slope = torch.zeros_like(self.both)
+            inter = torch.cat([torch.zeros_like(w), w])
         else:
-            ab = torch.stack(
-                [pre[:, 0] - pre[:, 2] / (2 * self.delta), pre[:, 1] / (2 * self.delta)]
-            )
-        ab = torch.cat([ab, ab.new_zeros(2, 1)], 1).to(self.x.dtype)  # + "not a negative"
+            u = w / (2 * self.delta)
+            slope = torch.cat([u, -u])
+            inter = slope * self.both
+            inter.neg_()
+        ev = torch.stack([inter, slope], 1)[self.perm].cumsum_(0)
+        zero = ev.new_zeros(1, 2)
+        ab = torch.cat([zero, ev, zero]).to(self.x.dtype).T  # + "not a negative" bucket
         a, b = ab[0].index_select(0, self.bucket), ab[1].index_select(0, self.bucket)
         return torch.addcmul(a, b, self.x)
 
