@@ -114,10 +114,11 @@ class _NegBuckets:
         self.lo = self.both[:p]
         edges, self.perm = torch.sort(self.both)
         nb = 2 * p + 2  # buckets 0..2P, and 2P + 1 for the entries that are not negatives
-        x64 = logits.to(_F64)
         if logits.numel() >= _GRID_MIN_N:
             bucket = _bucket_grid(logits, edges, skip, nb - 1)
+            x64 = logits.to(_F64)  # after the grid: fewer large buffers alive at once
         else:
+            x64 = logits.to(_F64)
             bucket = torch.searchsorted(edges, x64, right=True, out_int32=True)
             if skip is not None:
                 bucket.masked_fill_(skip, nb - 1)
@@ -154,7 +155,7 @@ class _NegBuckets:
             inter.neg_()
         ev = torch.stack([inter, slope], 1)[self.perm].cumsum_(0)
         zero = ev.new_zeros(1, 2)
-        ab = torch.cat([zero, ev, zero]).to(self.x.dtype).T  # + "not a negative" bucket
+        ab = torch.cat([zero, ev, zero]).to(self.x.dtype).T.contiguous()  # + "not a negative"
         a, b = ab[0].index_select(0, self.bucket), ab[1].index_select(0, self.bucket)
         return torch.addcmul(a, b, self.x)
 
