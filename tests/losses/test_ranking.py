@@ -377,3 +377,26 @@ def test_grid_bucketing_is_exact_far_from_zero_in_float32(offset):
     edges = torch.sort(torch.cat([x32[pos].double() - 0.5, x32[pos].double() + 0.5])).values
     expected = torch.searchsorted(edges.float(), x32, right=True)
     assert torch.equal(ranking_sums._bucket_grid(x32, edges, None, 0).long(), expected)
+
+
+@pytest.mark.parametrize("grid", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_logits_match_their_float32_values(monkeypatch, grid, dtype):
+    # bf16 / fp16 logits (a head under autocast): the loss must treat them as the numbers they
+    # hold; compare with the same values in float32 (bf16 output rounding: rtol 1e-2)
+    monkeypatch.setattr(ranking_sums, "_GRID_MIN_N", 0 if grid else 10**9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, generator=g) * 1.5 - 1.5
+    t = torch.zeros(3000)
+    t[:40] = torch.rand(40, generator=g) * 0.7 + 0.3
+    x[:40] += 2.0
+    low = x.to(dtype).requires_grad_(True)
+    ref = low.detach().float().requires_grad_(True)
+    r, s = rank_sort_loss(low, t.to(dtype), 0.5)
+    (r + s).backward()
+    r32, s32 = rank_sort_loss(ref, t.to(dtype).float(), 0.5)
+    (r32 + s32).backward()
+    assert low.grad.dtype == dtype
+    assert abs(r.item() - r32.item()) < 1e-2 and abs(s.item() - s32.item()) < 1e-2
+    scale = ref.grad.abs().max().item()
+    assert (low.grad.float() - ref.grad).abs().max().item() < 1e-2 * scale

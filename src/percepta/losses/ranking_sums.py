@@ -54,6 +54,8 @@ def _bucket_grid(
     ~``3P / M`` of the elements inside the range) are binary-searched, comparing in ``x``'s
     dtype.
     """
+    if x.dtype not in (torch.float32, torch.float64):  # bf16 / fp16: too coarse for the cells
+        x = x.to(_F64)
     m = max(64, min(64 * edges.numel(), x.numel() // 4))
     base, top = float(edges[0]), float(edges[-1])
     h = (top - base) / (m - 2) if top > base else 1.0
@@ -155,7 +157,11 @@ class _NegBuckets:
             inter.neg_()
         ev = torch.stack([inter, slope], 1)[self.perm].cumsum_(0)
         zero = ev.new_zeros(1, 2)
-        ab = torch.cat([zero, ev, zero]).to(self.x.dtype).T.contiguous()  # + "not a negative"
+        ab = torch.cat([zero, ev, zero]).to(self.x.dtype)  # [2P + 2, 2]: + "not a negative"
+        if self.x.dtype in (torch.float32, torch.float64):  # one gather of (A, B) pairs
+            pairs = torch.view_as_real(torch.view_as_complex(ab).index_select(0, self.bucket))
+            return torch.addcmul(pairs[:, 0], pairs[:, 1], self.x)
+        ab = ab.T.contiguous()
         a, b = ab[0].index_select(0, self.bucket), ab[1].index_select(0, self.bucket)
         return torch.addcmul(a, b, self.x)
 
