@@ -39,6 +39,17 @@ def _single_thread_torch():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (tiny toy models: fastest, and bit-reproducible run to run)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory):
     """Statistics caches go to a per-session folder, never the user's ~/.cache."""

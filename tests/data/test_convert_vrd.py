@@ -29,12 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("PERCEPTA_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _vrd_src() -> Path:

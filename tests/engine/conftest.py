@@ -18,11 +18,6 @@ if "engine_toy" not in sys.modules:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_thread):
     """The toy models are tiny: one intra-op thread is fastest and bit-reproducible."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)

@@ -32,12 +32,7 @@ C = 3  # object classes of both tiny detectors
 BOXES = torch.tensor([[4.0, 6, 30, 40], [40, 10, 60, 60], [0, 0, 64, 48]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _centernet(seed: int = 0, input_size: int = 64):
