@@ -8,15 +8,16 @@ expensive part of a PredCls / SGCls step. :class:`DetectorFeatureCache` keeps ea
 alone, so any detector works, whatever its batching or padding) up to a memory budget; images
 beyond it are computed at every step as before, unless a disk tier is given.
 
-An entry is keyed by the image id *and* a checksum of the pixels (sum and position-weighted sum) and shape, so
-an augmented image (other pixels under the same id) is recomputed, never served stale.
+An entry is keyed by the image id *and* a checksum of the pixels (sum and position-weighted
+sum) and shape, so an augmented image (other pixels under the same id) is recomputed, never
+served stale.
 
 **Disk tier** (``disk_dir``): entries that do not fit the memory budget are written to
 ``disk_dir/<detector fingerprint>/<sha1 of the image id>.pt`` (one file per image, at most
 ``disk_max_mb`` MiB in all; :func:`detector_fingerprint` names the folder, so the features of
 another detector, or of other weights, are never served) and read back in later epochs and
 later runs. A file holds the entry's tag (shape + checksum), the image id and the features in
-the plain form of :func:`encode_features` (tensors, dicts, lists, tuples, scalars, dataclasses,
+the plain form of :func:`~percepta.scene_graph.feature_codec.encode_features` (tensors, dicts, lists, tuples, scalars, dataclasses,
 ``SimpleNamespace`` and torchvision's ``ImageList``; a tensor held in two places, as Faster
 R-CNN's ``maps`` and ``extra["features"]``, stays one tensor); with ``disk_half`` the large
 floating tensors are stored as float16 and restored to their dtype on load (small ones, such as
