@@ -24,10 +24,11 @@ CASES = sorted(p.name for p in FIX.glob("*.json"))
 @pytest.fixture(params=["small-input paths", "large-input paths"])
 def paths(request, monkeypatch):
     """Run a test through both code paths: binary search + dense P x P sorting terms (what small
-    inputs take), and the uniform-grid bucketing + dominance tree (what 1e5+ logits / 256+
-    positives take), forced on the small test inputs by lowering the thresholds."""
+    inputs take), and the uniform-grid bucketing in chunks + dominance tree (what 1e5+ logits /
+    256+ positives take), forced on the small test inputs by lowering the thresholds."""
     if request.param == "large-input paths":
         monkeypatch.setattr(ranking_sums, "_GRID_MIN_N", 0)
+        monkeypatch.setattr(ranking_sums, "_CHUNK", 97)  # many chunks, a ragged last one
         monkeypatch.setattr(ranking, "_DENSE_MAX_P", 0)
     return request.param
 
@@ -269,6 +270,9 @@ def test_no_positive_and_all_ignored_give_zero_loss_and_grad(paths):
         (torch.tensor([0.0, float("nan"), 1.0]), torch.tensor([1.0, 0.0, 0.0]), "NaN"),
         (torch.zeros(3), torch.tensor([1.5, 0.0, 0.0]), "targets"),
         (torch.zeros(3), torch.tensor([-0.5, 1.0, 0.0]), "targets"),
+        (torch.zeros(3), torch.tensor([float("nan"), 1.0, 0.0]), "found nan"),
+        (torch.zeros(3), torch.tensor([-2.0, 1.0, 0.0]), "found -2.0"),
+        (torch.zeros(3000), torch.zeros(3000).index_fill_(0, torch.tensor([7, 2999]), 2.0), "2.0"),
     ],
 )
 def test_bad_input_is_a_one_line_data_error(logits, targets, match):
@@ -279,6 +283,20 @@ def test_bad_input_is_a_one_line_data_error(logits, targets, match):
         ap_loss(torch.zeros(2), torch.tensor([0.5, 0.0]))
     with pytest.raises(DataError, match="regression_losses"):
         alrp_loss(torch.zeros(3), torch.tensor([1.0, 0.0, 1.0]), torch.zeros(1))
+
+
+def test_negative_zero_targets_are_negatives():
+    # -0.0 compares equal to 0: a negative, not an ignored entry or a positive
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, generator=g)
+    t = torch.zeros(50)
+    t[:5] = 0.7
+    neg0 = t.clone()
+    neg0[5:] = -0.0
+    for a, b in zip(rank_sort_loss(x, t), rank_sort_loss(x, neg0)):
+        assert a.item() == b.item()
+    binary = (t > 0).float()
+    assert ap_loss(x, binary).item() == ap_loss(x, torch.where(binary > 0, 1.0, -0.0)).item()
 
 
 def test_losses_are_registered():
@@ -351,21 +369,39 @@ def test_grid_bucketing_equals_binary_search():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_grid_bucketing_near_cell_bounds(seed):
-    # clustered edges and elements a quarter cell (the table's margin) either side of each edge
-    # and of the cell bounds: every one must land where the binary search puts it
+    # clustered edges; elements on the edges, one ulp either side of them, a quarter cell either
+    # side, and on (and one ulp either side of) the grid's cell bounds: every one must land where
+    # the binary search puts it, in float64 and in float32
     g = torch.Generator().manual_seed(seed)
     n_edges = int(torch.randint(2, 300, (1,), generator=g))
     centres = torch.randn(max(1, n_edges // 4), generator=g, dtype=torch.float64)
     pick = torch.randint(0, len(centres), (n_edges,), generator=g)
     edges = torch.sort(centres[pick] + 1e-3 * torch.randn(n_edges, generator=g).double()).values
-    x = torch.randn(20000, generator=g, dtype=torch.float64) * 2
-    m = max(64, min(64 * n_edges, (x.numel() + 10 * n_edges) // 4))
-    h = float(edges[-1] - edges[0]) / (m - 2)
-    bounds = float(edges[0]) - h + h * torch.arange(m + 1, dtype=torch.float64)
-    near = torch.cat([edges + k * h / 4 for k in (-1.01, -0.99, 0.0, 0.99, 1.01)])
-    x = torch.cat([x, near, bounds[:: max(1, m // 2000)]])
-    expected = torch.searchsorted(edges, x, right=True)
-    assert torch.equal(ranking_sums._bucket_grid(x, edges, None, 0).long(), expected)
+    n = 20000 + 7 * n_edges + 3 * 500
+    for dtype in (torch.float64, torch.float32):
+        grid = ranking_sums._Grid(edges, n, dtype)  # the grid _bucket_grid builds for n logits
+        k = torch.linspace(0, grid.m + 1, 500, dtype=torch.float64).round()
+        bounds = ((k + grid.shift) / grid.scale).to(dtype)  # where cell(x) steps
+        e = edges.to(dtype)
+        up, down = torch.tensor(float("inf"), dtype=dtype), torch.tensor(-float("inf"), dtype=dtype)
+        quarter = (0.25 / grid.scale) * torch.tensor([-1.0, 1.0], dtype=torch.float64)
+        x = torch.cat(
+            [
+                (torch.randn(20000, generator=g, dtype=torch.float64) * 2).to(dtype),
+                e,
+                torch.nextafter(e, up),
+                torch.nextafter(e, down),
+                (edges[:, None] + quarter).flatten().to(dtype),
+                torch.nextafter(e + 1e-9, up),
+                torch.nextafter(e - 1e-9, down),
+                bounds,
+                torch.nextafter(bounds, up),
+                torch.nextafter(bounds, down),
+            ]
+        )
+        assert x.numel() == n
+        expected = torch.searchsorted(e, x, right=True)
+        assert torch.equal(ranking_sums._bucket_grid(x, edges, None, 0).long(), expected)
 
 
 @pytest.mark.parametrize("offset", [0.0, 300.0, -5000.0])

@@ -26,10 +26,11 @@ and a *window* part (``|s_j - s_i| < delta``: ``(sum s_j - c (s_i - delta)) / (2
 entry is bucketed against the ``2P`` sorted window edges of the positives; per-bucket counts and
 sums (``bincount``) with prefix sums give every ``FP_i``, and each negative's gradient is linear
 in its logit within its bucket (``A_b + B_b s_k``, from a prefix sum over the edge events): a
-handful of passes over the N logits, with no compaction (masks, not ``nonzero`` + scatters;
-:mod:`percepta.losses.ranking_sums`). From 2e4 logits the buckets come from a uniform grid over
-the edges' range (O(1) per element; a binary search costs ~15 ns an element); below, from
-``searchsorted``. The RS
+handful of passes over the N logits, with no compaction (:mod:`percepta.losses.ranking_sums`).
+The targets are scanned once (``nonzero``: only non-zero targets need checking, and they are
+the entries that are not negatives). From 2e4 logits the buckets come from a uniform grid over
+the edges' range (O(1) per element; a binary search costs ~15 ns an element), walked in
+L2-sized chunks on the CPU; below, from ``searchsorted``. The RS
 sorting terms add an IoU condition (``y_j >= y_i``): with up to 256 positives they are dense
 ``P x P`` matrices (fewest operations), beyond that a 2-D dominance sum by a merge-sort tree over
 the logit-sorted positives (O(P log^2 P), no ``P x P`` matrix). Sums run in float64 and are cast
@@ -56,9 +57,7 @@ from percepta.losses.ranking_sums import (
     _DominanceTree,
     _edges,
     _NegBuckets,
-    _positives,
     _prefix,
-    _skip_mask,
     _split,
     _step,
     _window_sums,
@@ -87,33 +86,45 @@ _F64 = torch.float64
 # --------------------------------------------------------------------------- validation
 
 
-def _check(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool) -> bool:
-    """One-line DataErrors for mismatched shapes, non-finite logits and bad targets; returns
-    whether some targets may be ignored (< 0)."""
+def _scan(
+    logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate; return the flat indices of the non-zero targets (the entries that are not
+    negatives) and of the positives (``> 0``), both ascending.
+
+    One-line DataErrors for mismatched shapes, non-finite logits and bad targets. Zeros are
+    always valid, so only the non-zero targets (one ``nonzero`` pass, which the losses need
+    anyway) are checked; the logits' finiteness comes from their sum (one cheap pass; the
+    element check runs only when it flags a problem). One host sync.
+    """
     if logits.shape != targets.shape:
         raise DataError(
             f"{name}: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
             "differ in shape; pass one target per logit"
         )
-    if logits.numel() == 0:
-        return False
-    # One pass each, one sync: the full element checks run only when these flag a problem.
-    lo, hi = torch.aminmax(targets.detach())
-    total, lo, hi = torch.stack([logits.detach().sum().to(lo.dtype), lo, hi]).tolist()
+    flat = targets.detach().reshape(-1)
+    nz = flat.nonzero().squeeze(1)
+    vals = flat[nz]
+    total = logits.detach().sum() if logits.numel() else logits.new_zeros(())
+    parts = [total.to(torch.float64)]
+    if vals.numel():
+        parts += [v.to(torch.float64) for v in torch.aminmax(vals)]
+    total, lo, hi = (torch.stack(parts).tolist() + [1.0, 1.0])[:3]
     if not math.isfinite(total) and not torch.isfinite(logits).all():
         raise DataError(f"{name}: logits contain NaN or inf; check the model output and the lr")
-    if lo >= 0 and hi <= 1 and not binary:
-        return False
-    ok = (targets == -1) | ((targets >= 0) & (targets <= 1))
+    if lo > 0 and hi <= 1 and (lo == 1 or not binary):  # every non-zero target a positive
+        return nz, nz
     if binary:
-        ok = (targets == -1) | (targets == 0) | (targets == 1)
+        ok = (vals == -1) | (vals == 1)
+    else:
+        ok = (vals == -1) | ((vals > 0) & (vals <= 1))
     if not ok.all():
         allowed = (
             "1, 0 or -1 (ignored)" if binary else "in [0, 1] (IoU, 0 negative) or -1 (ignored)"
         )
-        bad = targets[~ok].flatten()[0].item()
+        bad = vals[~ok][0].item()
         raise DataError(f"{name}: targets must be {allowed}; found {bad!r}")
-    return lo < 0
+    return nz, nz[vals > 0]
 
 
 _DENSE_MAX_P = 256  # up to this many positives, the RS sorting terms use dense P x P matrices
@@ -123,16 +134,20 @@ _DENSE_MAX_P = 256  # up to this many positives, the RS sorting terms use dense 
 
 
 def _rank_sort_forward(
-    logits: torch.Tensor, targets: torch.Tensor, delta: float, eps: float, ignored: bool = True
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    delta: float,
+    eps: float,
+    nz: torch.Tensor,
+    pos_idx: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    pos_idx = _positives(targets, ignored)
     n = pos_idx.numel()
     if n == 0:
         z = logits.new_zeros(())
         return z, z.clone(), torch.zeros_like(logits)
     pos_idx, sp = _split(logits, pos_idx)
     y = targets[pos_idx].to(_F64)
-    neg = _NegBuckets(sp, logits, pos_idx, _skip_mask(targets, ignored), delta)
+    neg = _NegBuckets(sp, logits, nz, delta)
     fp = neg.fp
     if n <= _DENSE_MAX_P:
         rpos, cur, d, mis_err, spread_sorting = _sorting_dense(sp, y, delta)
@@ -209,12 +224,12 @@ def _ap_parts(
     delta: float,
     reg: torch.Tensor | None,
     pos_idx: torch.Tensor,
-    ignored: bool,
+    nz: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
     """Shared by AP and aLRP: indices, sorted positive logits, ``R+``, ``FP``, buckets and, for
     aLRP, ``sum_{j != i} a_ij E_j`` (``E`` re-ordered like the sorted positives)."""
     pos_idx, sp = _split(logits, pos_idx)
-    neg = _NegBuckets(sp, logits, pos_idx, _skip_mask(targets, ignored), delta)
+    neg = _NegBuckets(sp, logits, nz, delta)
     t_lo, t_hi, lo = _edges(sp, delta)
     self_term = 1.0 if delta == 0 else 0.5
     w = torch.ones_like(sp)[:, None]
@@ -228,13 +243,16 @@ def _ap_parts(
 
 
 def _ap_forward(
-    logits: torch.Tensor, targets: torch.Tensor, delta: float, ignored: bool = True
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    delta: float,
+    nz: torch.Tensor,
+    pos_idx: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    pos_idx = _positives(targets, ignored)
     n = pos_idx.numel()
     if n == 0:
         return logits.new_zeros(()), torch.zeros_like(logits)
-    pos_idx, _, neg, rpos, _ = _ap_parts(logits, targets, delta, None, pos_idx, ignored)
+    pos_idx, _, neg, rpos, _ = _ap_parts(logits, targets, delta, None, pos_idx, nz)
     rank = rpos + neg.fp
     prec = rpos / rank
     best = torch.cummax(prec, 0).values  # ascending logits: best precision at higher recall
@@ -251,9 +269,9 @@ def _alrp_forward(
     reg: torch.Tensor,
     delta: float,
     eps: float,
-    ignored: bool = True,
+    nz: torch.Tensor,
+    pos_idx: torch.Tensor,  # ascending: the order of appearance
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    pos_idx = _positives(targets, ignored)  # order of appearance
     n = pos_idx.numel()
     if reg.numel() != n:
         raise DataError(
@@ -264,9 +282,7 @@ def _alrp_forward(
     if n == 0:
         return logits.new_zeros(()), logits.new_zeros(0), empty, torch.zeros_like(logits)
     order = torch.argsort(logits[pos_idx], stable=True)  # appearance -> ascending logits
-    pos_idx, _, neg, rpos, aE = _ap_parts(
-        logits, targets, delta, reg.to(_F64)[order], pos_idx, ignored
-    )
+    pos_idx, _, neg, rpos, aE = _ap_parts(logits, targets, delta, reg.to(_F64)[order], pos_idx, nz)
     fp = neg.fp
     rank = rpos + fp
     amount = torch.where(fp > eps, (aE + fp) / rank, 0.0)
@@ -280,35 +296,35 @@ def _alrp_forward(
 
 class _RankSort(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, delta, eps, ignored):  # type: ignore[override]
-        ranking, sorting, grad = _rank_sort_forward(logits.detach(), targets, delta, eps, ignored)
+    def forward(ctx, logits, targets, delta, eps, nz, pos):  # type: ignore[override]
+        ranking, sorting, grad = _rank_sort_forward(logits.detach(), targets, delta, eps, nz, pos)
         ctx.save_for_backward(grad)
         return ranking, sorting
 
     @staticmethod
     def backward(ctx, g_rank, g_sort):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g_rank, None, None, None, None
+        return grad * g_rank, None, None, None, None, None
 
 
 class _AP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, delta, ignored):  # type: ignore[override]
-        loss, grad = _ap_forward(logits.detach(), targets, delta, ignored)
+    def forward(ctx, logits, targets, delta, nz, pos):  # type: ignore[override]
+        loss, grad = _ap_forward(logits.detach(), targets, delta, nz, pos)
         ctx.save_for_backward(grad)
         return loss
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None
+        return grad * g, None, None, None, None
 
 
 class _ALRP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, reg, delta, eps, ignored):  # type: ignore[override]
+    def forward(ctx, logits, targets, reg, delta, eps, nz, pos):  # type: ignore[override]
         cls, rank, order, grad = _alrp_forward(
-            logits.detach(), targets, reg.detach(), delta, eps, ignored
+            logits.detach(), targets, reg.detach(), delta, eps, nz, pos
         )
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(rank, order)
@@ -317,15 +333,15 @@ class _ALRP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _g_rank, _g_order):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None, None, None
+        return grad * g, None, None, None, None, None, None
 
 
 def _flat(logits: torch.Tensor, targets: torch.Tensor, name: str, binary: bool, delta: float):
-    """Validated flat ``(logits, targets, whether some targets may be ignored)``."""
-    ignored = _check(logits, targets, name, binary)
+    """Validated flat ``(logits, targets, non-zero target indices, positive indices)``."""
+    nz, pos = _scan(logits, targets, name, binary)
     if delta < 0:
         raise DataError(f"{name}: delta must be >= 0, got {delta}")
-    return logits.reshape(-1), targets.reshape(-1).to(logits.dtype), ignored
+    return logits.reshape(-1), targets.reshape(-1).to(logits.dtype), nz, pos
 
 
 def rank_sort_loss(
@@ -337,14 +353,14 @@ def rank_sort_loss(
     ``logits``'. The identity-update gradient of both parts is attached to ``ranking``: optimise
     ``ranking + sorting`` (weight 1 each), as the official heads do.
     """
-    x, t, ignored = _flat(logits, targets, "rank_sort_loss", False, delta)
-    return _RankSort.apply(x, t, float(delta), eps, ignored)
+    x, t, nz, pos = _flat(logits, targets, "rank_sort_loss", False, delta)
+    return _RankSort.apply(x, t, float(delta), eps, nz, pos)
 
 
 def ap_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
     """AP loss (Chen et al. 2019, error-driven update, interpolated AP); targets 1 / 0 / -1."""
-    x, t, ignored = _flat(logits, targets, "ap_loss", True, delta)
-    return _AP.apply(x, t, float(delta), ignored)
+    x, t, nz, pos = _flat(logits, targets, "ap_loss", True, delta)
+    return _AP.apply(x, t, float(delta), nz, pos)
 
 
 def alrp_loss(
@@ -361,8 +377,8 @@ def alrp_loss(
     order of appearance; ``order``: ascending argsort of the positive logits. Feed both to
     :func:`alrp_loc_loss`.
     """
-    x, t, ignored = _flat(logits, targets, "alrp_loss", True, delta)
-    return _ALRP.apply(x, t, regression_losses.reshape(-1), float(delta), eps, ignored)
+    x, t, nz, pos = _flat(logits, targets, "alrp_loss", True, delta)
+    return _ALRP.apply(x, t, regression_losses.reshape(-1), float(delta), eps, nz, pos)
 
 
 def alrp_loc_loss(
@@ -386,7 +402,7 @@ def smooth_ap_loss(
     each gallery item), targets 1 relevant / 0 not / -1 ignored. Rows without a relevant item are
     skipped (the loss is 0 when none has one). Memory ``O(P N)`` per row; plain autograd.
     """
-    _check(scores, targets, "smooth_ap_loss", True)
+    _scan(scores, targets, "smooth_ap_loss", True)
     if temperature <= 0:
         raise DataError(f"smooth_ap_loss: temperature must be > 0, got {temperature}")
     rows_s = scores.reshape(-1, scores.shape[-1]) if scores.dim() else scores.reshape(1, 1)
