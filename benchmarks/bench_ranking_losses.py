@@ -3,7 +3,7 @@
 The baseline is the official algorithm (kemaloksuz/RankSortLoss ``RankSort``: one Python
 iteration per positive, O(P (P + N'))) written out below, device-agnostic. Data recipe of
 issue 13: float32, logits ~ N(-1.5, 1.5); positives (IoU targets 0.8) ~ N(0.3, 1); 2 threads;
-median of repeats. One JSON line per grid point N x P (``ratio = baseline / ours``), with the
+median of repeats, ours and the baseline interleaved. One JSON line per grid point N x P (``ratio = baseline / ours``), with the
 peak memory of ours (CUDA: ``max_memory_allocated``; CPU: live tensor bytes tracked by a
 dispatch mode in an extra, untimed run) and the largest gradient difference to the baseline.
 
@@ -112,17 +112,27 @@ def step(fn, logits, targets):
     return x.grad
 
 
-def timed(fn, logits, targets, repeats: int, device: str) -> float:
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step(fn, logits, targets)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _once(fn, logits, targets, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step(fn, logits, targets)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def timed_pair(ours, base, logits, targets, reps_ours: int, reps_base: int, device: str):
+    """Medians of ``reps_ours`` and ``reps_base`` steps, interleaved (one baseline step, then a
+    share of ours, round after round): on a shared VM whose speed drifts, both then see the
+    same machine and the ratio does not depend on which ran first."""
+    t_ours, t_base = [], []
+    per_round = -(-reps_ours // reps_base)
+    for _ in range(reps_base):
+        t_base.append(_once(base, logits, targets, device))
+        for _ in range(min(per_round, reps_ours - len(t_ours))):
+            t_ours.append(_once(ours, logits, targets, device))
+    return statistics.median(t_ours), statistics.median(t_base)
 
 
 def peak_mb(fn, logits, targets, device: str) -> float:
@@ -157,8 +167,15 @@ def main(argv: list[str] | None = None) -> None:
             logits, targets = make_data(n, p, args.device)
             g_ours, g_base = step(ours, logits, targets), step(base, logits, targets)  # warm-up
             diff = (g_ours - g_base).abs().max().item()
-            t_ours = timed(ours, logits, targets, 15 if p <= 1000 else 7, args.device)
-            t_base = timed(base, logits, targets, 5 if p <= 100 else 3, args.device)
+            t_ours, t_base = timed_pair(
+                ours,
+                base,
+                logits,
+                targets,
+                15 if p <= 1000 else 7,
+                5 if p <= 100 else 3,
+                args.device,
+            )
             emit(
                 f"rank_sort_N{n}_P{p}",
                 t_ours,

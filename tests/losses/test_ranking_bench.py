@@ -63,3 +63,20 @@ def test_tiny_run_prints_a_row_per_grid_point(bench, capsys):
         assert r["ours"] > 0 and r["baseline"] > 0 and r["peak_mb_ours"] > 0
         assert r["ratio"] == pytest.approx(r["baseline"] / r["ours"], rel=1e-9)
         assert r["max_abs_grad_diff"] < 1e-6
+
+
+def test_timing_interleaves_ours_and_the_baseline(bench):
+    # both see the same stretch of a drifting machine: one baseline step, then a share of ours
+    calls: list[str] = []
+
+    def fake(name):
+        def fn(x, t):
+            calls.append(name)
+            return x.sum(), x.sum()
+
+        return fn
+
+    logits, targets = bench.make_data(100, 5, "cpu")
+    t_ours, t_base = bench.timed_pair(fake("o"), fake("b"), logits, targets, 7, 3, "cpu")
+    assert "".join(calls) == "booobooobo"
+    assert t_ours > 0 and t_base > 0
