@@ -3,7 +3,7 @@
 The baseline is the official algorithm (kemaloksuz/RankSortLoss ``RankSort``: one Python
 iteration per positive, O(P (P + N'))) written out below, device-agnostic. Data recipe of
 issue 13: float32, logits ~ N(-1.5, 1.5); positives (IoU targets 0.8) ~ N(0.3, 1); 2 threads;
-median of repeats, ours and the baseline interleaved. One JSON line per grid point N x P (``ratio = baseline / ours``), with the
+median of warm repeats, ours and the baseline interleaved. One JSON line per grid point N x P (``ratio = baseline / ours``), with the
 peak memory of ours (CUDA: ``max_memory_allocated``; CPU: live tensor bytes tracked by a
 dispatch mode in an extra, untimed run) and the largest gradient difference to the baseline.
 
@@ -123,13 +123,16 @@ def _once(fn, logits, targets, device: str) -> float:
 
 
 def timed_pair(ours, base, logits, targets, reps_ours: int, reps_base: int, device: str):
-    """Medians of ``reps_ours`` and ``reps_base`` steps, interleaved (one baseline step, then a
-    share of ours, round after round): on a shared VM whose speed drifts, both then see the
-    same machine and the ratio does not depend on which ran first."""
+    """Medians of ``reps_ours`` and ``reps_base`` warm steps, interleaved: round after round, one
+    baseline step, then a share of ours, each side after one untimed step of its own (so both
+    are timed warm, as in back-to-back repeats). On a shared VM whose speed drifts, both then see
+    the same machine and the ratio does not depend on which ran first."""
     t_ours, t_base = [], []
     per_round = -(-reps_ours // reps_base)
     for _ in range(reps_base):
+        step(base, logits, targets)
         t_base.append(_once(base, logits, targets, device))
+        step(ours, logits, targets)
         for _ in range(min(per_round, reps_ours - len(t_ours))):
             t_ours.append(_once(ours, logits, targets, device))
     return statistics.median(t_ours), statistics.median(t_base)
