@@ -105,11 +105,12 @@ def _scan(
     flat = targets.detach().reshape(-1)
     nz = flat.nonzero().squeeze(1)
     vals = flat[nz]
-    total = logits.detach().sum() if logits.numel() else logits.new_zeros(())
-    parts = [total.to(torch.float64)]
+    total = logits.detach().sum().to(torch.float64)
     if vals.numel():
-        parts += [v.to(torch.float64) for v in torch.aminmax(vals)]
-    total, lo, hi = (torch.stack(parts).tolist() + [1.0, 1.0])[:3]
+        lo, hi = torch.aminmax(vals)
+        total, lo, hi = torch.stack([total, lo.to(total.dtype), hi.to(total.dtype)]).tolist()
+    else:  # all negatives
+        total, lo, hi = float(total), 1.0, 1.0
     if not math.isfinite(total) and not torch.isfinite(logits).all():
         raise DataError(f"{name}: logits contain NaN or inf; check the model output and the lr")
     if lo > 0 and hi <= 1 and (lo == 1 or not binary):  # every non-zero target a positive

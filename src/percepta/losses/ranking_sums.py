@@ -3,8 +3,9 @@
 The smoothed step ``H`` is piecewise linear, so every sum over the negatives splits into a full
 count and a linear window part per positive: :class:`_NegBuckets` buckets every logit against
 the ``2P`` sorted window edges (:class:`_Grid` from 2e4 logits: O(1) per element, no binary
-search, in L2-sized chunks) and gives every ``FP_i`` and every negative's gradient from per-bucket counts and sums;
-:class:`_DominanceTree` is the merge-sort tree of the RS sorting terms with many positives.
+search, in L2-sized chunks) and gives every ``FP_i`` and every negative's gradient from
+per-bucket counts and sums; :class:`_DominanceTree` is the merge-sort tree of the RS sorting
+terms with many positives.
 Written by hand because no library offers these sums; arithmetic in float64.
 """
 
@@ -123,9 +124,9 @@ class _NegBuckets:
     """The negatives bucketed against the sorted window edges ``s_i -/+ delta`` of the positives.
 
     Works on the whole logit vector (no compaction: cheaper than gathers + scatters at 1e6
-    entries), in chunks of :data:`_CHUNK` on the CPU grid path. Bucket ``b`` of
-    an entry = the number of edges ``<= s_k``; entries that are not negatives go to an extra
-    bucket ``2P + 1`` that nothing reads. Per bucket counts and sums (float64) give ``FP_i``;
+    entries), in chunks of :data:`_CHUNK` on the CPU grid path. Bucket ``b`` of an entry = the
+    number of edges ``<= s_k``; entries that are not negatives go to an extra bucket ``2P + 1``
+    that nothing reads. Per bucket counts and sums (float64) give ``FP_i``;
     each negative's ``sum_i w_i H(s_k - s_i)`` is linear in ``s_k`` within its bucket,
     ``A_b + B_b s_k``, with ``A``, ``B`` from prefix sums over the edge events (evaluated in the
     logits' dtype: the function is continuous for ``delta > 0``, so float32 rounding near an
