@@ -105,6 +105,9 @@ def _check_demo_outputs(out, data) -> None:
     for b64 in embedded:
         _assert_png(base64.b64decode(b64), 16)
     assert f"<td>AP</td><td>{m['AP']:.4f}</td>" in html  # the metric table shows this AP
+    # the run in one picture: 3 detections, 2 scene graphs, 2 plots, 1 overlay = 2 rows of 4
+    with Image.open(out / "gallery.png") as gallery:
+        assert gallery.height == 48 + 2 * (260 + 48) and gallery.width >= 4 * 260
 
     # the scene-graph part: three runs on the demo's frozen detector, scored on the test split
     sgg = result["scene_graphs"]["runs"]

@@ -11,7 +11,7 @@
 8. image quality on the built-in full-reference distortion data: IQT-R18 trained from scratch,
    scored on held-out references (SROCC/KROCC/PLCC/RMSE), a scatter plot and attention overlays
    (:mod:`percepta.demo_quality`),
-9. write ``<out>/metrics.json`` and ``<out>/report.html``.
+9. write ``<out>/metrics.json``, ``<out>/report.html`` and ``<out>/gallery.png`` (one picture).
 """
 
 from __future__ import annotations
@@ -203,8 +203,24 @@ def cli_demo(args: argparse.Namespace) -> int:
     from percepta.viz.run_report import detection_report
 
     path = detection_report(out, result, examples, scene_graph=sgg, quality=quality)
-    print(f"\ndone in {result['total_seconds']:.0f} s: {out / 'metrics.json'}, {path}")
+    picture = demo_gallery(out / "gallery.png", examples, sgg, quality)
+    print(f"\ndone in {result['total_seconds']:.0f} s: {out / 'metrics.json'}, {path}, {picture}")
     return 0
+
+
+def demo_gallery(
+    out: Path, examples: list[tuple[Path, str]], sgg: dict[str, Any], quality: dict[str, Any]
+) -> Path:
+    """The run in one picture: detections, scene graphs with the recall per predicate, the
+    image-quality scatter and attention overlays (what the README shows)."""
+    from percepta.viz.gallery import compose_gallery
+
+    panels = [(p, f"detections: {c}") for p, c in examples[:3]]
+    panels += [(p, f"scene graph: {c}") for p, c in sgg.get("examples", [])[:2]]
+    panels += [(sgg["plot"], "MOTIFS PredCls: recall per predicate")] if sgg.get("plot") else []
+    panels += [(quality["plot"], "IQT: predicted vs. true quality")] if quality.get("plot") else []
+    panels += [(p, f"IQT attention, {c}") for p, c in quality.get("examples", [])[:1]]
+    return compose_gallery(panels, out, columns=4, height=260, title="percepta make demo")
 
 
 def _f(v: Any) -> str:
