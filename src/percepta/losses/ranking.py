@@ -59,7 +59,6 @@ from percepta.losses.ranking_sums import (
     _NegBuckets,
     _prefix,
     _split,
-    _step,
     _window_sums,
 )
 from percepta.registry import LOSSES
@@ -172,7 +171,8 @@ def _sorting_dense(sp: torch.Tensor, y: torch.Tensor, delta: float):
     Returns ``R+_i``, ``sum_j a_ij (1 - y_j)``, the mis-sorted mass ``D_i`` and
     ``sum_j M_ij (1 - y_j)``, and ``spread(v) = sum_i v_i M_ij`` (the sorting pmf).
     """
-    a = _step(sp[None, :] - sp[:, None], delta)  # a[i, j] = H(s_j - s_i), self included
+    a = sp[None, :] - sp[:, None]  # a[i, j] = H(s_j - s_i), self included (in place)
+    a = (a >= 0).to(a.dtype) if delta == 0 else a.mul_(0.5 / delta).add_(0.5).clamp_(0, 1)
     mis = a * (y[None, :] < y[:, None])  # M_ij: lower IoU, comparable or higher score
     w = 1 - y
     return a.sum(1), a @ w, mis.sum(1), mis @ w, lambda v: v @ mis

@@ -75,7 +75,7 @@ class _Grid:
 
     def __init__(self, edges: torch.Tensor, n: int, dtype: torch.dtype) -> None:
         m = _grid_cells(n, edges.numel())
-        base, top = float(edges[0]), float(edges[-1])
+        base, top = edges[[0, -1]].tolist()
         h = (top - base) / (m - 2) if top > base else 1.0
         origin = base - h  # cells 1..m - 1 hold the edges
         # in x's dtype the cell arithmetic resolves a cell while |origin| / h stays well below
@@ -175,23 +175,22 @@ class _NegBuckets:
         size = _chunk(n, x.device)
         buf = torch.empty(size, dtype=grid.work, device=x.device)
         x64 = buf if grid.work == _F64 else torch.empty(size, dtype=_F64, device=x.device)
-        counts = torch.zeros(nb, dtype=torch.long, device=x.device)
-        sums = torch.zeros(nb, dtype=_F64, device=x.device)
         starts = range(0, n, size)
         if len(starts) > 1:  # the unread entries of each chunk
             bounds = torch.arange(0, n + size, size, device=x.device)
             cuts = torch.searchsorted(unread, bounds).tolist()
         else:
             cuts = [0, unread.numel()]
+        counts = sums = None
         for k, c0 in enumerate(starts):
             xc, out = x[c0 : c0 + size], bucket[c0 : c0 + size]
             k_n = xc.numel()
             grid.fill(xc, out, buf[:k_n])
             if cuts[k + 1] > cuts[k]:
                 out[unread[cuts[k] : cuts[k + 1]] - c0] = nb - 1
-            counts += torch.bincount(out, minlength=nb)
-            w = x64[:k_n].copy_(xc)
-            sums += torch.bincount(out, weights=w, minlength=nb)
+            c = torch.bincount(out, minlength=nb)
+            s = torch.bincount(out, weights=x64[:k_n].copy_(xc), minlength=nb)
+            counts, sums = (c, s) if counts is None else (counts.add_(c), sums.add_(s))
         return bucket, counts[: nb - 1].to(_F64), sums[: nb - 1]
 
     def spread(self, w: torch.Tensor) -> torch.Tensor:
@@ -266,13 +265,6 @@ def _split(logits: torch.Tensor, pos_idx: torch.Tensor) -> tuple[torch.Tensor, t
     """Indices and float64 logits of the positives, in ascending logit order (stable)."""
     sp, order = torch.sort(logits[pos_idx].to(_F64), stable=True)
     return pos_idx[order], sp
-
-
-def _step(x: torch.Tensor, delta: float) -> torch.Tensor:
-    """The smoothed step ``H``: ``clip(x / (2 delta) + 1/2, 0, 1)``, ``1[x >= 0]`` at delta 0."""
-    if delta == 0:
-        return (x >= 0).to(x.dtype)
-    return (x / (2 * delta) + 0.5).clamp_(0, 1)
 
 
 def _edges(sp: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
