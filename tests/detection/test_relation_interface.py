@@ -145,6 +145,18 @@ def test_faster_rcnn_detect_is_the_models_own_output_with_logits():
         torch.testing.assert_close(picked, r["boxes"], atol=TOL, rtol=0)
 
 
+def test_faster_rcnn_features_keep_the_padded_shape_not_the_pixels():
+    # torchvision's RPN needs only the padded batch's shape (anchor strides): a feature cache
+    # entry must not carry the padded image (half of a 608 px entry)
+    model = _frcnn()
+    ims = _images()
+    padded, _ = model.net.transform([im.float() / 255 for im in ims])
+    image_list = relation_detector(model).features(ims).extra["image_list"]
+    assert image_list.tensors.shape == padded.tensors.shape
+    assert image_list.image_sizes == padded.image_sizes
+    assert image_list.tensors.untyped_storage().nbytes() <= 8
+
+
 class RampBackbone(nn.Module):
     """A fake FPN: one stride-4 ramp level ('0') plus torchvision's 'pool' level."""
 

@@ -127,6 +127,13 @@ def test_real_adapter_features_survive_the_disk(tmp_path, kind, half):
         assert type(got.extra["features"]) is OrderedDict
         assert type(got.extra["image_list"]) is ImageList
         assert got.extra["image_list"].image_sizes == want.extra["image_list"].image_sizes
+        # the padded batch is only a shape (an expanded zero): one element on disk and back
+        padded = got.extra["image_list"].tensors
+        assert padded.shape == want.extra["image_list"].tensors.shape
+        assert padded.untyped_storage().nbytes() <= 8
+        (file,) = tmp_path.rglob("*.pt")
+        maps_bytes = sum(m.numel() * (2 if half else m.element_size()) for m in want.maps)
+        assert file.stat().st_size < maps_bytes + 8 * 1024  # the padded image: 24-48 KiB
     else:
         assert got.extra["scales"].dtype == torch.float64  # small: stored exactly
         assert type(got.extra["heads"]) is dict and set(got.extra["heads"]) >= {"heat", "wh"}
@@ -454,3 +461,18 @@ def test_cuda_features_come_back_on_the_gpu(tmp_path):
     ra = adapter.roi_features(want, [BOXES])
     rb = adapter.roi_features(got, [BOXES])
     torch.testing.assert_close(rb, ra, atol=1e-3 * float(ra.abs().max()), rtol=1e-3)
+
+
+def test_memory_accounting_counts_each_buffer_once():
+    # what an entry really holds: a view of a map is the map's buffer, an expanded tensor (the
+    # Faster R-CNN adapter's padded-shape placeholder) its one element
+    from percepta.scene_graph.feature_cache import features_nbytes
+
+    a = torch.zeros(100)  # 400 bytes
+    b = torch.zeros(50, dtype=torch.float64)  # 400 bytes
+    feats = DetectorFeatures(
+        [a],
+        [(8, 8)],
+        {"view": a[:10], "again": a, "padded": torch.zeros(()).expand(3, 600, 600), "b": [b]},
+    )
+    assert features_nbytes(feats) == 400 + 400 + 4

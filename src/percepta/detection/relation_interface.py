@@ -45,6 +45,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, remove_small_boxes, roi_align
 from torchvision.ops.boxes import clip_boxes_to_image
@@ -187,8 +188,12 @@ class FasterRCNNRelationAdapter(_Frozen):
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in ims]
         image_list, _ = self.net.transform(ims)
         fmap = self.net.backbone(image_list.tensors)
+        # the padded batch itself is not kept (a feature cache would hold it: half of a 608 px
+        # entry): torchvision's RPN reads only its shape (the anchors' strides)
+        padded = image_list.tensors
+        shape_only = ImageList(padded.new_zeros(()).expand(padded.shape), image_list.image_sizes)
         return DetectorFeatures(
-            list(fmap.values()), sizes, {"features": fmap, "image_list": image_list}
+            list(fmap.values()), sizes, {"features": fmap, "image_list": shape_only}
         )
 
     def _to_resized(self, feats: DetectorFeatures, boxes: list[torch.Tensor]) -> list[torch.Tensor]:

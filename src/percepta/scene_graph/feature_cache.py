@@ -58,13 +58,17 @@ FORMAT = 1  # version of the disk files' layout; another version is a miss
 
 def features_nbytes(feats: Any) -> int:
     """Bytes held by the tensors of a ``DetectorFeatures`` (maps and every tensor reachable in
-    ``extra``, e.g. Faster R-CNN's ``ImageList``; a tensor held twice is counted once)."""
-    seen: set[int] = set()
+    ``extra``, e.g. Faster R-CNN's ``ImageList``): the memory of their storages, each counted
+    once (a tensor held twice, or two views of one buffer, are one; an expanded tensor is its
+    few elements)."""
+    seen: set[tuple[str, int]] = set()
     total = 0
     for t in reachable_tensors([getattr(feats, "maps", []), getattr(feats, "extra", {})]):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
     return total
 
 

@@ -79,6 +79,7 @@ class _Encoder:
                 and t.is_floating_point()
                 and dtype != torch.float16
                 and t.numel() >= HALF_MIN_NUMEL
+                and 0 not in t.stride()  # an expanded tensor stays one element on disk
                 and float(t.abs().amax()) <= FP16_MAX  # False for inf / nan: kept as they are
             ):
                 t = t.to(torch.float16)
