@@ -294,9 +294,12 @@ def test_negative_zero_targets_are_negatives():
     neg0 = t.clone()
     neg0[5:] = -0.0
     for a, b in zip(rank_sort_loss(x, t), rank_sort_loss(x, neg0)):
-        assert a.item() == b.item()
+        assert abs(a.item() - b.item()) < 1e-7  # float32 losses: the same sums either way
     binary = (t > 0).float()
-    assert ap_loss(x, binary).item() == ap_loss(x, torch.where(binary > 0, 1.0, -0.0)).item()
+    signed = torch.where(binary > 0, 1.0, -0.0)
+    assert abs(ap_loss(x, binary).item() - ap_loss(x, signed).item()) < 1e-7
+    # the comparison can fail: the loss does depend on which entries are positives
+    assert abs(ap_loss(x, binary).item() - ap_loss(x, torch.ones(50)).item()) > 1e-3
 
 
 def test_losses_are_registered():
