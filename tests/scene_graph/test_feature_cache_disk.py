@@ -476,3 +476,17 @@ def test_memory_accounting_counts_each_buffer_once():
         {"view": a[:10], "again": a, "padded": torch.zeros(()).expand(3, 600, 600), "b": [b]},
     )
     assert features_nbytes(feats) == 400 + 400 + 4
+
+
+def test_expanded_tensors_are_stored_as_their_distinct_elements():
+    # an expanded tensor (the Faster R-CNN adapter's padded-shape placeholder) must not be
+    # materialised on the way to disk, which a device move or a float16 cast would do
+    column = torch.arange(3.0).reshape(3, 1).expand(3, 5000)  # strides (1, 0)
+    zero = torch.zeros(()).expand(1, 3, 608, 608)
+    enc = encode_features({"c": column, "again": column, "z": zero}, half=True)
+    assert sorted(t.numel() for t in enc["tensors"]) == [1, 3]
+    out = decode_features(enc)
+    assert out["c"].shape == (3, 5000) and out["c"].stride() == (1, 0)
+    assert torch.equal(out["c"], column) and torch.equal(out["again"], column)
+    assert out["z"].shape == zero.shape and out["z"].untyped_storage().nbytes() == 4
+    assert not out["z"].any()

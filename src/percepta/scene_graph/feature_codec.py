@@ -5,8 +5,9 @@ frozen detector's per-image :class:`~percepta.detection.relation_interface.Detec
 whose ``extra`` holds what each adapter needs later (dicts of maps, torchvision's
 ``ImageList``, dataclasses, scales). ``torch.save`` of those objects would need unsafe
 unpickling to load, so :func:`encode_features` turns the structure into tagged plain dicts and
-a list of CPU tensors (a tensor held in two places stays one; large floating tensors
-optionally float16), and :func:`decode_features` rebuilds it. Written by hand: torch's pytree
+a list of CPU tensors (a tensor held in two places stays one; an expanded tensor is stored as
+its distinct elements; large floating tensors optionally float16), and :func:`decode_features`
+rebuilds it. Written by hand: torch's pytree
 does not cover dataclasses or ``ImageList`` and keeps no tensor sharing.
 """
 
@@ -63,10 +64,20 @@ class _Encoder:
     def __init__(self, half: bool) -> None:
         self.half = half
         self.memo: dict[int, int] = {}  # id(tensor) -> index: shared tensors stay one
+        self.bases: dict[int, dict[str, Any]] = {}  # id(expanded tensor) -> its encoded base
         self.tensors: list[torch.Tensor] = []
         self.dtypes: list[str] = []
 
     def tensor(self, orig: torch.Tensor) -> dict[str, Any]:
+        if orig.layout == torch.strided and any(
+            st == 0 and n > 1 for st, n in zip(orig.stride(), orig.shape)
+        ):
+            # an expanded tensor (e.g. the Faster R-CNN adapter's padded-shape placeholder): its
+            # distinct elements and the shape, never the materialised copy a device move makes
+            keep = tuple(slice(0, 1) if st == 0 else slice(None) for st in orig.stride())
+            if id(orig) not in self.bases:  # the base is kept in self.tensors: its id stays
+                self.bases[id(orig)] = self.tensor(orig[keep].contiguous())
+            return {_TAG: "expanded", "base": self.bases[id(orig)], "shape": list(orig.shape)}
         ref = self.memo.get(id(orig))
         if ref is None:
             t = orig
@@ -79,7 +90,6 @@ class _Encoder:
                 and t.is_floating_point()
                 and dtype != torch.float16
                 and t.numel() >= HALF_MIN_NUMEL
-                and 0 not in t.stride()  # an expanded tensor stays one element on disk
                 and float(t.abs().amax()) <= FP16_MAX  # False for inf / nan: kept as they are
             ):
                 t = t.to(torch.float16)
@@ -153,6 +163,8 @@ def _decode(x: Any, tensors: list[torch.Tensor]) -> Any:
     kind = x[_TAG]
     if kind == "tensor":
         return tensors[x["ref"]]
+    if kind == "expanded":
+        return _decode(x["base"], tensors).expand(x["shape"])
     if kind in ("tuple", "size"):
         items = tuple(_decode(v, tensors) for v in x["items"])
         return torch.Size(items) if kind == "size" else items
