@@ -7,8 +7,8 @@ whose ``extra`` holds what each adapter needs later (dicts of maps, torchvision'
 unpickling to load, so :func:`encode_features` turns the structure into tagged plain dicts and
 a list of CPU tensors (a tensor held in two places stays one; an expanded tensor is stored as
 its distinct elements; large floating tensors optionally float16), and :func:`decode_features`
-rebuilds it. Written by hand: torch's pytree
-does not cover dataclasses or ``ImageList`` and keeps no tensor sharing.
+rebuilds it. Written by hand: torch's pytree does not cover dataclasses or ``ImageList`` and
+keeps no tensor sharing.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class _Encoder:
         self.half = half
         self.memo: dict[int, int] = {}  # id(tensor) -> index: shared tensors stay one
         self.bases: dict[int, dict[str, Any]] = {}  # id(expanded tensor) -> its encoded base
+        self.alive: list[torch.Tensor] = []  # the bases, kept until the encoding ends
         self.tensors: list[torch.Tensor] = []
         self.dtypes: list[str] = []
 
@@ -75,8 +76,10 @@ class _Encoder:
             # an expanded tensor (e.g. the Faster R-CNN adapter's padded-shape placeholder): its
             # distinct elements and the shape, never the materialised copy a device move makes
             keep = tuple(slice(0, 1) if st == 0 else slice(None) for st in orig.stride())
-            if id(orig) not in self.bases:  # the base is kept in self.tensors: its id stays
-                self.bases[id(orig)] = self.tensor(orig[keep].contiguous())
+            if id(orig) not in self.bases:
+                base = orig[keep].contiguous()
+                self.alive.append(base)  # the memo is by id: no other tensor may reuse it
+                self.bases[id(orig)] = self.tensor(base)
             return {_TAG: "expanded", "base": self.bases[id(orig)], "shape": list(orig.shape)}
         ref = self.memo.get(id(orig))
         if ref is None:
