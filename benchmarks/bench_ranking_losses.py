@@ -3,8 +3,8 @@
 The baseline is the official algorithm (kemaloksuz/RankSortLoss ``RankSort``: one Python
 iteration per positive, O(P (P + N'))) written out below, device-agnostic. Data recipe of
 issue 13: float32, logits ~ N(-1.5, 1.5); positives (IoU targets 0.8) ~ N(0.3, 1); 2 threads;
-median of warm repeats, ours and the baseline interleaved. One JSON line per grid point N x P (``ratio = baseline / ours``), with the
-peak memory of ours (CUDA: ``max_memory_allocated``; CPU: live tensor bytes tracked by a
+median of warm repeats, ours and the baseline interleaved. One JSON line per grid point N x P
+(``ratio = baseline / ours``), with the peak memory of ours (CUDA: ``max_memory_allocated``; CPU: live tensor bytes tracked by a
 dispatch mode in an extra, untimed run) and the largest gradient difference to the baseline.
 
 Usage: ``python benchmarks/bench_ranking_losses.py [--quick | --tiny] [--device cpu|cuda]

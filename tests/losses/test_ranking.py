@@ -353,21 +353,23 @@ def test_smooth_ap_value_and_retrieval_gradient():
     assert smooth_ap_loss(torch.randn(5), torch.zeros(5)).item() == 0
 
 
+def _grid_buckets(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``_Grid``'s buckets of all of ``x`` (what the losses' grid path computes chunk by chunk)."""
+    out = torch.empty(x.shape, dtype=torch.int32)
+    return ranking_sums._Grid(edges, x.numel(), x.dtype).fill(x, out).long()
+
+
 def test_grid_bucketing_equals_binary_search():
     g = torch.Generator().manual_seed(3)
     edges = torch.sort(torch.randn(40, generator=g, dtype=torch.float64)).values
     x = torch.cat([torch.randn(5000, generator=g, dtype=torch.float64) * 2, edges, edges + 1e-15])
-    skip = torch.rand(len(x), generator=g) < 0.1
-    expected = torch.searchsorted(edges, x, right=True).masked_fill(skip, 99)
-    got = ranking_sums._bucket_grid(x, edges, skip, 99)
-    assert got is not None and torch.equal(got.long(), expected)
+    assert torch.equal(_grid_buckets(x, edges), torch.searchsorted(edges, x, right=True))
     x32 = x.float()  # float32 logits compare with the edges rounded to float32
-    expected32 = torch.searchsorted(edges.float(), x32, right=True).masked_fill(skip, 99)
-    assert torch.equal(ranking_sums._bucket_grid(x32, edges, skip, 99).long(), expected32)
+    expected32 = torch.searchsorted(edges.float(), x32, right=True)
+    assert torch.equal(_grid_buckets(x32, edges), expected32)
     for tied in (torch.zeros(10, dtype=torch.float64), torch.tensor([0.0] * 5 + [1.0] * 3)):
         tied = tied.double()  # many edges in one cell, or all edges equal (zero range)
-        expected = torch.searchsorted(tied, x, right=True).masked_fill(skip, 99)
-        assert torch.equal(ranking_sums._bucket_grid(x, tied, skip, 99).long(), expected)
+        assert torch.equal(_grid_buckets(x, tied), torch.searchsorted(tied, x, right=True))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -382,7 +384,7 @@ def test_grid_bucketing_near_cell_bounds(seed):
     edges = torch.sort(centres[pick] + 1e-3 * torch.randn(n_edges, generator=g).double()).values
     n = 20000 + 7 * n_edges + 3 * 500
     for dtype in (torch.float64, torch.float32):
-        grid = ranking_sums._Grid(edges, n, dtype)  # the grid _bucket_grid builds for n logits
+        grid = ranking_sums._Grid(edges, n, dtype)  # the grid _grid_buckets builds for n logits
         k = torch.linspace(0, grid.m + 1, 500, dtype=torch.float64).round()
         bounds = ((k + grid.shift) / grid.scale).to(dtype)  # where cell(x) steps
         e = edges.to(dtype)
@@ -404,7 +406,7 @@ def test_grid_bucketing_near_cell_bounds(seed):
         )
         assert x.numel() == n
         expected = torch.searchsorted(e, x, right=True)
-        assert torch.equal(ranking_sums._bucket_grid(x, edges, None, 0).long(), expected)
+        assert torch.equal(_grid_buckets(x, edges), expected)
 
 
 @pytest.mark.parametrize("offset", [0.0, 300.0, -5000.0])
@@ -415,7 +417,7 @@ def test_grid_bucketing_is_exact_far_from_zero_in_float32(offset):
     pos = torch.randperm(20000, generator=g)[:50]
     edges = torch.sort(torch.cat([x32[pos].double() - 0.5, x32[pos].double() + 0.5])).values
     expected = torch.searchsorted(edges.float(), x32, right=True)
-    assert torch.equal(ranking_sums._bucket_grid(x32, edges, None, 0).long(), expected)
+    assert torch.equal(_grid_buckets(x32, edges), expected)
 
 
 @pytest.mark.parametrize("grid", [False, True])

@@ -108,18 +108,6 @@ class _Grid:
         return out
 
 
-def _bucket_grid(
-    x: torch.Tensor, edges: torch.Tensor, skip: torch.Tensor | None, dummy: int
-) -> torch.Tensor:
-    """All buckets of ``x`` by :class:`_Grid` at once (what the tests check); bf16 / fp16
-    logits are too coarse for the cells and go through float64."""
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.to(_F64)
-    out = torch.empty(x.shape, dtype=torch.int32, device=x.device)
-    out = _Grid(edges, x.numel(), x.dtype).fill(x, out)
-    return out if skip is None else out.masked_fill_(skip, dummy)
-
-
 class _NegBuckets:
     """The negatives bucketed against the sorted window edges ``s_i -/+ delta`` of the positives.
 
